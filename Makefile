@@ -1,0 +1,134 @@
+# arbiter's Makefile. `make help` lists the targets.
+
+# Kubernetes version of the test binaries built by hack/tools (kube-apiserver,
+# etcd, kubectl); it must match k8s.io/kubernetes in hack/tools/go.mod.
+K8S_VERSION ?= 1.37.2
+
+LOCALBIN   := $(CURDIR)/bin
+K8S_BIN    := $(LOCALBIN)/k8s/$(K8S_VERSION)
+LOCAL      := $(CURDIR)/.local
+KUBECONFIG_LOCAL := $(LOCAL)/kubeconfig
+
+CONTROLLER_GEN  := $(LOCALBIN)/controller-gen
+KUBE_APISERVER  := $(K8S_BIN)/kube-apiserver
+ETCD            := $(K8S_BIN)/etcd
+KUBECTL         := $(K8S_BIN)/kubectl
+CONTROLPLANE    := $(LOCALBIN)/controlplane
+MANAGER_BIN     := $(LOCALBIN)/manager
+
+# envtest and the e2e tests find the binaries here.
+export KUBEBUILDER_ASSETS := $(K8S_BIN)
+
+# Image used by `make deploy`.
+IMG ?= arbiter:latest
+# `make up MANAGER=false` starts the control plane only.
+MANAGER ?= true
+# Extra flags for `go test`, for example GOTEST_FLAGS='-run TestAPI -v'.
+GOTEST_FLAGS ?=
+
+GO_TOOLS := cd hack/tools && go build
+
+.DEFAULT_GOAL := help
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate the CRDs and RBAC in config/ from the Go markers.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate the deepcopy code (zz_generated.deepcopy.go).
+	$(CONTROLLER_GEN) object paths="./api/..."
+
+.PHONY: verify-gen
+verify-gen: manifests generate ## Fail if generated files differ from what is committed.
+	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
+		echo "Generated files are stale; run 'make manifests generate' and commit:"; \
+		git status --porcelain -- api config; git --no-pager diff --stat -- api config; exit 1; \
+	fi
+
+.PHONY: fmt
+fmt: ## Run gofmt on the code.
+	gofmt -l -w $$(git ls-files '*.go')
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: test
+test: tools build vet ## Run every test: unit, envtest integration and e2e (builds the tools if missing).
+	@# -p 1: the integration and e2e suites each start a control plane; two at
+	@# once on a small machine only make both slow.
+	go test -p 1 -count=1 $(GOTEST_FLAGS) ./...
+
+.PHONY: bench
+bench: tools build ## Run the benchmarks of test/bench; prints a table and writes bench.json.
+	go test -p 1 -count=1 -run '^$$' -bench . -benchtime 1x ./test/bench/...
+
+##@ Build
+
+.PHONY: build
+build: ## Build the manager into bin/manager.
+	go build -o $(MANAGER_BIN) ./cmd
+
+.PHONY: run
+run: ## Run the manager from source against the current kubeconfig.
+	go run ./cmd --metrics-bind-address=:8080 --metrics-secure=false
+
+##@ Local control plane
+
+.PHONY: up
+up: tools build $(CONTROLPLANE) ## Start etcd, kube-apiserver (CRDs installed) and the manager in the background; kubeconfig in .local/kubeconfig.
+	@MANAGER=$(MANAGER) KUBECTL=$(KUBECTL) hack/local-up.sh
+
+.PHONY: down
+down: ## Stop the manager and the local control plane.
+	@hack/local-down.sh
+
+.PHONY: demo
+demo: up ## Start everything and run the sample scenario with kubectl.
+	@KUBECTL=$(KUBECTL) hack/demo.sh
+
+##@ Deployment
+
+.PHONY: install
+install: manifests ## Install the CRDs into the cluster of the current kubeconfig.
+	$(KUBECTL) apply --server-side -k config/crd
+
+.PHONY: uninstall
+uninstall: ## Remove the CRDs (and so every operation and policy) from the cluster.
+	$(KUBECTL) delete --ignore-not-found -k config/crd
+
+.PHONY: deploy
+deploy: manifests ## Deploy arbiter to the cluster of the current kubeconfig with image IMG.
+	$(KUBECTL) kustomize config/default | sed 's|image: controller:latest|image: $(IMG)|' | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: ## Remove arbiter from the cluster.
+	$(KUBECTL) delete --ignore-not-found -k config/default
+
+##@ Tools
+
+.PHONY: tools
+tools: $(CONTROLLER_GEN) $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Build the pinned tools into bin/, skipping what is there.
+
+# Each tool is a file target without prerequisites: built once, then reused.
+$(CONTROLLER_GEN):
+	$(GO_TOOLS) -o $@ sigs.k8s.io/controller-tools/cmd/controller-gen
+$(KUBE_APISERVER):
+	$(GO_TOOLS) -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+$(ETCD):
+	$(GO_TOOLS) -o $@ ./etcd
+$(KUBECTL):
+	$(GO_TOOLS) -o $@ k8s.io/kubernetes/cmd/kubectl
+$(CONTROLPLANE): FORCE
+	go build -o $@ ./hack/controlplane
+
+.PHONY: FORCE
+FORCE:

@@ -1,0 +1,159 @@
+// Command manager runs arbiter: the controllers that arbitrate
+// ConflictResolutionOperations and clean up after them.
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"os"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+)
+
+var scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(arbiterv1alpha1.AddToScheme(scheme))
+}
+
+// options are the manager's command-line settings.
+type options struct {
+	metricsAddr            string
+	metricsSecure          bool
+	probeAddr              string
+	leaderElect            bool
+	kubeAPIQPS             float64
+	kubeAPIBurst           int
+	operationWorkers       int
+	cleanupWorkers         int
+	defaultCleanupStrategy string
+	zap                    zap.Options
+}
+
+// defaultCleanupStrategies are the values --default-cleanup-strategy accepts.
+var defaultCleanupStrategies = []string{
+	"None",
+	string(arbiterv1alpha1.CleanupImmediate),
+	string(arbiterv1alpha1.CleanupDeferred),
+	string(arbiterv1alpha1.CleanupLazy),
+}
+
+func bindFlags(fs *flag.FlagSet, o *options) {
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443",
+		"Address the metrics endpoint binds to, for example :8443 (HTTPS) or :8080 with --metrics-secure=false; 0 disables it.")
+	fs.BoolVar(&o.metricsSecure, "metrics-secure", true,
+		"Serve metrics over HTTPS, authenticated and authorized against the API server (TokenReview and SubjectAccessReview).")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081",
+		"Address the /healthz and /readyz probes bind to.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false,
+		"Elect a leader so that only one manager replica acts at a time.")
+	// A 1000-operation burst costs a few thousand requests; the client-go
+	// defaults (5 QPS, 10 burst) would stretch it to minutes.
+	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 500,
+		"Queries per second the manager's client may send to the API server.")
+	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 1000,
+		"Burst of requests the manager's client may send above --kube-api-qps.")
+	fs.IntVar(&o.operationWorkers, "operation-workers", 8,
+		"Concurrent reconciles of ConflictResolutionOperations.")
+	fs.IntVar(&o.cleanupWorkers, "cleanup-workers", 4,
+		"Concurrent reconciles of CleanupPolicies.")
+	fs.StringVar(&o.defaultCleanupStrategy, "default-cleanup-strategy", "None",
+		"Cleanup strategy for operations no CleanupPolicy selects: None (keep them), Immediate, Deferred or Lazy.")
+	o.zap.BindFlags(fs)
+}
+
+func (o *options) validate() error {
+	valid := false
+	for _, s := range defaultCleanupStrategies {
+		valid = valid || s == o.defaultCleanupStrategy
+	}
+	if !valid {
+		return fmt.Errorf("--default-cleanup-strategy: %q is not one of %v", o.defaultCleanupStrategy, defaultCleanupStrategies)
+	}
+	switch {
+	case o.kubeAPIQPS <= 0:
+		return fmt.Errorf("--kube-api-qps: must be positive, got %v", o.kubeAPIQPS)
+	case o.kubeAPIBurst <= 0:
+		return fmt.Errorf("--kube-api-burst: must be positive, got %d", o.kubeAPIBurst)
+	case o.operationWorkers <= 0:
+		return fmt.Errorf("--operation-workers: must be positive, got %d", o.operationWorkers)
+	case o.cleanupWorkers <= 0:
+		return fmt.Errorf("--cleanup-workers: must be positive, got %d", o.cleanupWorkers)
+	}
+	return nil
+}
+
+func main() {
+	var o options
+	bindFlags(flag.CommandLine, &o)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
+	setupLog := ctrl.Log.WithName("setup")
+
+	if err := o.validate(); err != nil {
+		setupLog.Error(err, "Invalid flag")
+		os.Exit(2)
+	}
+	if err := run(o); err != nil {
+		setupLog.Error(err, "Manager stopped")
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	cfg.QPS = float32(o.kubeAPIQPS)
+	cfg.Burst = o.kubeAPIBurst
+
+	metricsOpts := metricsserver.Options{
+		BindAddress:   o.metricsAddr,
+		SecureServing: o.metricsSecure,
+		// HTTP/2 is off: it exposes the server to the HTTP/2 Stream
+		// Cancellation and Rapid Reset CVEs.
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
+	}
+	if o.metricsSecure {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsOpts,
+		HealthProbeBindAddress: o.probeAddr,
+		LeaderElection:         o.leaderElect,
+		LeaderElectionID:       "arbiter.arbiter.dev",
+		// Operations are many and short-lived; managedFields would double
+		// the memory each one costs in the cache.
+		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+	})
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("adding health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return fmt.Errorf("adding readiness check: %w", err)
+	}
+
+	ctrl.Log.WithName("setup").Info("Starting manager",
+		"operationWorkers", o.operationWorkers, "cleanupWorkers", o.cleanupWorkers,
+		"defaultCleanupStrategy", o.defaultCleanupStrategy, "leaderElect", o.leaderElect)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}

@@ -1,0 +1,165 @@
+// Package e2e tests arbiter as a user runs it: the built bin/manager as its
+// own process and the real kubectl, against a real kube-apiserver and etcd.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/test/util"
+)
+
+var (
+	testEnv    *envtest.Environment
+	k8sClient  client.Client
+	kubeconfig string
+	kubectlBin string
+	managerBin = util.Path("bin", "manager")
+	manager    *managerProcess
+	ctx        context.Context
+	cancel     context.CancelFunc
+)
+
+func TestE2E(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "e2e suite")
+}
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	ctx, cancel = context.WithCancel(context.Background())
+
+	_, err := os.Stat(managerBin)
+	Expect(err).NotTo(HaveOccurred(), "bin/manager is missing: run `make build` (make test builds it)")
+	assets, err := util.AssetsDir()
+	Expect(err).NotTo(HaveOccurred())
+	kubectlBin = filepath.Join(assets, "kubectl")
+
+	scheme := runtime.NewScheme()
+	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
+	Expect(arbiterv1alpha1.AddToScheme(scheme)).To(Succeed())
+	testEnv = &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		CRDDirectoryPaths:     util.CRDDirs(),
+		ErrorIfCRDPathMissing: true,
+		Scheme:                scheme,
+	}
+	cfg, err := testEnv.Start()
+	Expect(err).NotTo(HaveOccurred())
+	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+
+	kubeconfig = filepath.Join(GinkgoT().TempDir(), "kubeconfig")
+	Expect(os.WriteFile(kubeconfig, testEnv.KubeConfig, 0o600)).To(Succeed())
+
+	manager = startManager()
+})
+
+var _ = AfterSuite(func() {
+	if manager != nil {
+		manager.stop()
+	}
+	cancel()
+	if testEnv != nil {
+		Expect(testEnv.Stop()).To(Succeed())
+	}
+})
+
+// managerProcess is a running bin/manager.
+type managerProcess struct {
+	cmd         *exec.Cmd
+	probeAddr   string
+	metricsAddr string
+	done        chan struct{}
+}
+
+// startManager runs bin/manager against the test control plane on free
+// loopback ports and waits until it reports ready.
+func startManager(extraArgs ...string) *managerProcess {
+	GinkgoHelper()
+	m := &managerProcess{probeAddr: freeAddr(), metricsAddr: freeAddr(), done: make(chan struct{})}
+	args := append([]string{
+		"--kubeconfig", kubeconfig,
+		"--health-probe-bind-address", m.probeAddr,
+		"--metrics-bind-address", m.metricsAddr,
+		"--metrics-secure=false",
+	}, extraArgs...)
+	m.cmd = exec.Command(managerBin, args...)
+	m.cmd.Stdout = GinkgoWriter
+	m.cmd.Stderr = GinkgoWriter
+	Expect(m.cmd.Start()).To(Succeed())
+	go func() { _ = m.cmd.Wait(); close(m.done) }()
+
+	Eventually(func(g Gomega) {
+		g.Expect(m.done).NotTo(BeClosed(), "bin/manager exited")
+		g.Expect(httpGet("http://" + m.probeAddr + "/readyz")).To(Equal("ok"))
+	}, util.LongTimeout, util.Interval).Should(Succeed())
+	return m
+}
+
+func (m *managerProcess) stop() {
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	Eventually(m.done, util.Timeout).Should(BeClosed())
+}
+
+// freeAddr returns a loopback address with a port nobody listens on.
+func freeAddr() string {
+	GinkgoHelper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
+
+func httpGet(url string) (string, error) {
+	resp, err := http.Get(url) //nolint:gosec // test URLs on loopback
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var body bytes.Buffer
+	if _, err := body.ReadFrom(resp.Body); err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return body.String(), fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return body.String(), nil
+}
+
+// kubectl runs the real kubectl against the test control plane and returns
+// its standard output; a failure carries standard error.
+func kubectl(args ...string) (string, error) {
+	return kubectlWithInput("", args...)
+}
+
+func kubectlWithInput(stdin string, args ...string) (string, error) {
+	cmd := exec.Command(kubectlBin, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd.Dir = util.RepoRoot()
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
