@@ -37,7 +37,7 @@ if alive $LOCAL/controlplane.pid && [ -f $KUBECONFIG_FILE ]; then
 else
   rm -f $KUBECONFIG_FILE
   setsid nohup bin/controlplane --assets "$KUBEBUILDER_ASSETS" \
-    --crds config/crd/bases,config/samples/crds --kubeconfig $KUBECONFIG_FILE \
+    --crds config/crd/bases,config/samples/crds --write-kubeconfig $KUBECONFIG_FILE \
     >$LOCAL/controlplane.log 2>&1 </dev/null &
   echo $! >$LOCAL/controlplane.pid
   wait_for "Control plane" 120 $LOCAL/controlplane.pid test -s $KUBECONFIG_FILE

@@ -188,7 +188,6 @@ const (
 )
 
 // JSONPatchOperation is one RFC 6902 operation.
-// +kubebuilder:validation:XValidation:rule="self.op in ['add', 'replace', 'test'] ? has(self.value) : !has(self.value)",message="value is required for add, replace and test, and not allowed otherwise"
 // +kubebuilder:validation:XValidation:rule="self.op in ['move', 'copy'] ? has(self.from) : !has(self.from)",message="from is required for move and copy, and not allowed otherwise"
 type JSONPatchOperation struct {
 	// op is the operation: add, remove, replace, move, copy or test.

@@ -21,7 +21,7 @@ func main() {
 	var (
 		assets     = flag.String("assets", os.Getenv("KUBEBUILDER_ASSETS"), "Directory holding kube-apiserver, etcd and kubectl.")
 		crdDirs    = flag.String("crds", "config/crd/bases", "Comma-separated directories of CRDs to install.")
-		kubeconfig = flag.String("kubeconfig", ".local/kubeconfig", "Where to write the admin kubeconfig.")
+		kubeconfig = flag.String("write-kubeconfig", ".local/kubeconfig", "Where to write the admin kubeconfig.")
 	)
 	flag.Parse()
 	if err := run(*assets, strings.Split(*crdDirs, ","), *kubeconfig); err != nil {
