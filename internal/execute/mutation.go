@@ -1,0 +1,272 @@
+// Package execute turns an operation's mutation into a new target object and
+// writes it: mutation evaluation (JSON Patch, JSON Merge Patch, or a CEL
+// expression in MutatingAdmissionPolicy's JSONPatch form), the optimistic
+// concurrency apply, the exactly-once record and rollback.
+package execute
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/traits"
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"google.golang.org/protobuf/types/known/structpb"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
+	"k8s.io/apimachinery/pkg/util/version"
+	celconfig "k8s.io/apiserver/pkg/apis/cel"
+	"k8s.io/apiserver/pkg/cel/common"
+	"k8s.io/apiserver/pkg/cel/environment"
+	"k8s.io/apiserver/pkg/cel/library"
+	"k8s.io/apiserver/pkg/cel/mutation"
+	"k8s.io/apiserver/pkg/cel/mutation/dynamic"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+)
+
+// MutationError is a mutation that is malformed or cannot be applied to the
+// target as it is: the operation fails with reason InvalidMutation and the
+// target is left untouched.
+type MutationError struct {
+	// Target names the target, as kind/name.
+	Target string
+	Err    error
+}
+
+func (e *MutationError) Error() string { return fmt.Sprintf("mutation of %s: %v", e.Target, e.Err) }
+func (e *MutationError) Unwrap() error { return e.Err }
+
+// ErrPreconditionFailed marks a JSON Patch `test` operation that did not hold.
+var ErrPreconditionFailed = errors.New("precondition failed")
+
+// The CEL variables an expression sees.
+const (
+	objectVar = "object"
+	paramsVar = "params"
+)
+
+// expressionCostLimit bounds one evaluation, as the API server bounds each
+// admission policy expression, so a hostile expression cannot stall the
+// manager.
+const expressionCostLimit = celconfig.PerCallLimit
+
+// celEnv is Kubernetes' CEL environment for stored expressions (its
+// libraries, at the compatibility version of the Kubernetes release arbiter is
+// built against) with MutatingAdmissionPolicy's JSONPatch type and arbiter's
+// variables.
+var celEnv = func() *cel.Env {
+	envSet, err := environment.MustBaseEnvSet(environment.DefaultCompatibilityVersion()).Extend(
+		environment.VersionedOptions{
+			IntroducedVersion: version.MajorMinor(1, 0),
+			EnvOptions: []cel.EnvOption{
+				cel.Variable(objectVar, cel.DynType),
+				cel.Variable(paramsVar, cel.DynType),
+				common.ResolverEnvOption(&mutation.DynamicTypeResolver{}),
+				environment.UnversionedLib(library.JSONPatch),
+			},
+		})
+	if err != nil {
+		panic(fmt.Sprintf("arbiter's CEL environment is misconfigured: %v", err))
+	}
+	env, err := envSet.Env(environment.StoredExpressions)
+	if err != nil {
+		panic(fmt.Sprintf("arbiter's CEL environment is misconfigured: %v", err))
+	}
+	return env
+}()
+
+var jsonPatchListType = cel.ListType(types.NewObjectType(mutation.JSONPatchTypeName))
+
+// Mutation is one target's compiled mutation.
+type Mutation struct {
+	target     string
+	jsonPatch  jsonpatch.Patch
+	mergePatch []byte
+	program    cel.Program
+}
+
+// Compile checks a target's mutation and prepares it for Apply. Its errors
+// are *MutationError and name the field at fault.
+func Compile(t *arbiterv1alpha1.Target) (*Mutation, error) {
+	m := &Mutation{target: t.Kind + "/" + t.Name}
+	fail := func(format string, args ...any) (*Mutation, error) {
+		return nil, &MutationError{Target: m.target, Err: fmt.Errorf(format, args...)}
+	}
+	switch {
+	case len(t.JSONPatch) > 0:
+		ops := make([]map[string]any, len(t.JSONPatch))
+		for i, op := range t.JSONPatch {
+			o := map[string]any{"op": string(op.Op), "path": op.Path}
+			if op.From != "" {
+				o["from"] = op.From
+			}
+			needsValue := op.Op == arbiterv1alpha1.JSONPatchOpAdd || op.Op == arbiterv1alpha1.JSONPatchOpReplace || op.Op == arbiterv1alpha1.JSONPatchOpTest
+			switch {
+			case needsValue && op.Value == nil:
+				return fail("jsonPatch[%d].value: required for %s", i, op.Op)
+			case !needsValue && op.Value != nil:
+				return fail("jsonPatch[%d].value: not allowed for %s", i, op.Op)
+			case op.Value != nil:
+				o["value"] = json.RawMessage(op.Value.Raw)
+			}
+			ops[i] = o
+		}
+		raw, err := json.Marshal(ops)
+		if err != nil {
+			return fail("jsonPatch: %v", err)
+		}
+		if m.jsonPatch, err = jsonpatch.DecodePatch(raw); err != nil {
+			return fail("jsonPatch: %v", err)
+		}
+	case t.MergePatch != nil:
+		m.mergePatch = t.MergePatch.Raw
+	case t.Expression != "":
+		ast, issues := celEnv.Compile(t.Expression)
+		if issues.Err() != nil {
+			return fail("expression: %v", issues.Err())
+		}
+		if !ast.OutputType().IsExactType(jsonPatchListType) && ast.OutputType() != cel.DynType {
+			return fail("expression: must return a list of JSONPatch, not %s", ast.OutputType())
+		}
+		prg, err := celEnv.Program(ast, cel.CostLimit(expressionCostLimit), cel.InterruptCheckFrequency(100))
+		if err != nil {
+			return fail("expression: %v", err)
+		}
+		m.program = prg
+	default:
+		return fail("one of jsonPatch, mergePatch or expression must be set")
+	}
+	return m, nil
+}
+
+// Apply returns the target document (JSON) with the mutation applied. params
+// is the operation's spec.params (JSON, may be nil). It never changes the
+// object's identity: apiVersion, kind, metadata.name, metadata.namespace and
+// metadata.uid.
+func (m *Mutation) Apply(object, params []byte) ([]byte, error) {
+	out, err := m.apply(object, params)
+	if err != nil {
+		return nil, &MutationError{Target: m.target, Err: err}
+	}
+	if err := sameIdentity(object, out); err != nil {
+		return nil, &MutationError{Target: m.target, Err: err}
+	}
+	return out, nil
+}
+
+func (m *Mutation) apply(object, params []byte) ([]byte, error) {
+	switch {
+	case m.jsonPatch != nil:
+		return applyJSONPatch(m.jsonPatch, object)
+	case m.mergePatch != nil:
+		return jsonpatch.MergePatch(object, m.mergePatch)
+	default:
+		patch, err := m.evaluate(object, params)
+		if err != nil {
+			return nil, err
+		}
+		return applyJSONPatch(patch, object)
+	}
+}
+
+func applyJSONPatch(patch jsonpatch.Patch, object []byte) ([]byte, error) {
+	opts := jsonpatch.NewApplyOptions()
+	opts.SupportNegativeIndices = false
+	out, err := patch.ApplyWithOptions(object, opts)
+	if errors.Is(err, jsonpatch.ErrTestFailed) {
+		return nil, fmt.Errorf("%w: %v", ErrPreconditionFailed, err)
+	}
+	return out, err
+}
+
+// evaluate runs the CEL expression and converts its JSONPatch list into an
+// RFC 6902 patch, as the API server does for a MutatingAdmissionPolicy.
+func (m *Mutation) evaluate(object, params []byte) (jsonpatch.Patch, error) {
+	vars := map[string]any{objectVar: map[string]any{}, paramsVar: map[string]any{}}
+	for name, raw := range map[string][]byte{objectVar: object, paramsVar: params} {
+		if len(raw) == 0 {
+			continue
+		}
+		var v map[string]any
+		// Kubernetes' JSON decoding keeps integers int64, so CEL integer
+		// arithmetic on fields such as spec.balance works.
+		if err := utiljson.Unmarshal(raw, &v); err != nil {
+			return nil, fmt.Errorf("decoding %s: %w", name, err)
+		}
+		vars[name] = v
+	}
+	val, _, err := m.program.Eval(vars)
+	if err != nil {
+		return nil, fmt.Errorf("expression: %w", err)
+	}
+	list, ok := val.(traits.Lister)
+	if !ok {
+		return nil, fmt.Errorf("expression: returned %s, not a list of JSONPatch", val.Type())
+	}
+	var patch jsonpatch.Patch
+	for it := list.Iterator(); it.HasNext() == types.True; {
+		native, err := it.Next().ConvertToNative(reflect.TypeFor[*mutation.JSONPatchVal]())
+		if err != nil {
+			return nil, fmt.Errorf("expression: returned a list element that is not a JSONPatch: %w", err)
+		}
+		p := native.(*mutation.JSONPatchVal)
+		op := jsonpatch.Operation{
+			"op":   rawJSON(strconv.Quote(p.Op)),
+			"path": rawJSON(strconv.Quote(p.Path)),
+		}
+		if p.From != "" {
+			op["from"] = rawJSON(strconv.Quote(p.From))
+		}
+		if p.Val != nil {
+			if obj, ok := p.Val.(*dynamic.ObjectVal); ok {
+				if err := obj.CheckTypeNamesMatchFieldPathNames(); err != nil {
+					return nil, fmt.Errorf("expression: type mismatch: %w", err)
+				}
+			}
+			pb, err := p.Val.ConvertToNative(reflect.TypeFor[*structpb.Value]())
+			if err != nil {
+				return nil, fmt.Errorf("expression: value of %s at %s is not JSON: %w", p.Op, p.Path, err)
+			}
+			b, err := json.Marshal(pb)
+			if err != nil {
+				return nil, fmt.Errorf("expression: value of %s at %s is not JSON: %w", p.Op, p.Path, err)
+			}
+			op["value"] = rawJSON(string(b))
+		}
+		patch = append(patch, op)
+	}
+	return patch, nil
+}
+
+func rawJSON(s string) *json.RawMessage {
+	r := json.RawMessage(s)
+	return &r
+}
+
+// sameIdentity refuses a result that renames, moves or retypes the object.
+func sameIdentity(before, after []byte) error {
+	type identity struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct {
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+			UID       string `json:"uid"`
+		} `json:"metadata"`
+	}
+	var b, a identity
+	if err := json.Unmarshal(before, &b); err != nil {
+		return fmt.Errorf("decoding target: %w", err)
+	}
+	if err := json.Unmarshal(after, &a); err != nil {
+		return fmt.Errorf("result is not a JSON object: %w", err)
+	}
+	if a != b {
+		return errors.New("must not change apiVersion, kind, metadata.name, metadata.namespace or metadata.uid")
+	}
+	return nil
+}
