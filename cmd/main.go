@@ -17,8 +17,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	arbiterwebhook "github.com/arbiter-dev/arbiter/internal/webhook"
 )
 
 var scheme = runtime.NewScheme()
@@ -33,6 +35,8 @@ type options struct {
 	metricsAddr            string
 	metricsSecure          bool
 	probeAddr              string
+	webhookPort            int
+	webhookCertDir         string
 	leaderElect            bool
 	kubeAPIQPS             float64
 	kubeAPIBurst           int
@@ -57,6 +61,10 @@ func bindFlags(fs *flag.FlagSet, o *options) {
 		"Serve metrics over HTTPS, authenticated and authorized against the API server (TokenReview and SubjectAccessReview).")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081",
 		"Address the /healthz and /readyz probes bind to.")
+	fs.IntVar(&o.webhookPort, "webhook-port", 9443,
+		"Port the admission webhook server listens on.")
+	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "",
+		"Directory holding the webhook server's tls.crt and tls.key (default: controller-runtime's /tmp/k8s-webhook-server/serving-certs).")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false,
 		"Elect a leader so that only one manager replica acts at a time.")
 	// A 1000-operation burst costs a few thousand requests; the client-go
@@ -83,6 +91,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("--default-cleanup-strategy: %q is not one of %v", o.defaultCleanupStrategy, defaultCleanupStrategies)
 	}
 	switch {
+	case o.webhookPort <= 0 || o.webhookPort > 65535:
+		return fmt.Errorf("--webhook-port: must be a port number, got %d", o.webhookPort)
 	case o.kubeAPIQPS <= 0:
 		return fmt.Errorf("--kube-api-qps: must be positive, got %v", o.kubeAPIQPS)
 	case o.kubeAPIBurst <= 0:
@@ -135,8 +145,13 @@ func run(o options) error {
 		Scheme:                 scheme,
 		Metrics:                metricsOpts,
 		HealthProbeBindAddress: o.probeAddr,
-		LeaderElection:         o.leaderElect,
-		LeaderElectionID:       "arbiter.arbiter.dev",
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Port:    o.webhookPort,
+			CertDir: o.webhookCertDir,
+			TLSOpts: metricsOpts.TLSOpts,
+		}),
+		LeaderElection:   o.leaderElect,
+		LeaderElectionID: "arbiter.arbiter.dev",
 		// Operations are many and short-lived; managedFields would double
 		// the memory each one costs in the cache.
 		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
@@ -145,10 +160,16 @@ func run(o options) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
+	if err := arbiterwebhook.SetupOperationWebhook(mgr); err != nil {
+		return fmt.Errorf("setting up the operation webhook: %w", err)
+	}
+
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+	// Ready only once the webhook server serves, so a rollout never routes
+	// admission requests to a replica that cannot answer them.
+	if err := mgr.AddReadyzCheck("readyz", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
 

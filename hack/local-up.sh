@@ -13,7 +13,13 @@ MANAGER=${MANAGER:-true}
 # Uncommon ports, so that `make up` does not collide with other local servers.
 METRICS_ADDR=${METRICS_ADDR:-127.0.0.1:18080}
 PROBE_ADDR=${PROBE_ADDR:-127.0.0.1:18081}
-mkdir -p "$LOCAL"
+WEBHOOK_PORT=${WEBHOOK_PORT:-19443}
+CERT_DIR=$LOCAL/webhook-certs
+mkdir -p "$LOCAL" "$CERT_DIR"
+MANAGER_ARGS=(--kubeconfig "$KUBECONFIG_FILE"
+  --metrics-bind-address="$METRICS_ADDR" --metrics-secure=false
+  --health-probe-bind-address="$PROBE_ADDR"
+  --webhook-port="$WEBHOOK_PORT" --webhook-cert-dir="$CERT_DIR")
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
@@ -38,6 +44,7 @@ else
   rm -f $KUBECONFIG_FILE
   setsid nohup bin/controlplane --assets "$KUBEBUILDER_ASSETS" \
     --crds config/crd/bases,config/samples/crds --write-kubeconfig $KUBECONFIG_FILE \
+    --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$CERT_DIR" \
     >$LOCAL/controlplane.log 2>&1 </dev/null &
   echo $! >$LOCAL/controlplane.pid
   wait_for "Control plane" 120 $LOCAL/controlplane.pid test -s $KUBECONFIG_FILE
@@ -46,14 +53,12 @@ fi
 
 if [ "$MANAGER" != "true" ]; then
   echo "Manager not started (MANAGER=$MANAGER). Run it yourself:"
-  echo "  bin/manager --kubeconfig $KUBECONFIG_FILE --metrics-bind-address=$METRICS_ADDR --metrics-secure=false --health-probe-bind-address=$PROBE_ADDR"
+  echo "  bin/manager ${MANAGER_ARGS[*]}"
+  echo "(operations cannot be created until it runs: its webhook checks them)"
 elif alive $LOCAL/manager.pid; then
   echo "Manager already running (pid $(cat $LOCAL/manager.pid))"
 else
-  setsid nohup bin/manager --kubeconfig $KUBECONFIG_FILE \
-    --metrics-bind-address="$METRICS_ADDR" --metrics-secure=false \
-    --health-probe-bind-address="$PROBE_ADDR" \
-    >$LOCAL/manager.log 2>&1 </dev/null &
+  setsid nohup bin/manager "${MANAGER_ARGS[@]}" >$LOCAL/manager.log 2>&1 </dev/null &
   echo $! >$LOCAL/manager.pid
   wait_for "Manager" 60 $LOCAL/manager.pid curl -sf "http://$PROBE_ADDR/readyz"
   echo "Manager started (pid $(cat $LOCAL/manager.pid)); metrics at http://$METRICS_ADDR/metrics"

@@ -11,10 +11,10 @@ import (
 	"reflect"
 	"strconv"
 
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/traits"
-	jsonpatch "github.com/evanphx/json-patch/v5"
 	"google.golang.org/protobuf/types/known/structpb"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"k8s.io/apimachinery/pkg/util/version"
@@ -34,10 +34,18 @@ import (
 type MutationError struct {
 	// Target names the target, as kind/name.
 	Target string
-	Err    error
+	// Field is the target's field at fault, relative to the target (for
+	// example "expression" or "jsonPatch[0].value"), when one is.
+	Field string
+	Err   error
 }
 
-func (e *MutationError) Error() string { return fmt.Sprintf("mutation of %s: %v", e.Target, e.Err) }
+func (e *MutationError) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("mutation of %s: %s: %v", e.Target, e.Field, e.Err)
+	}
+	return fmt.Sprintf("mutation of %s: %v", e.Target, e.Err)
+}
 func (e *MutationError) Unwrap() error { return e.Err }
 
 // ErrPreconditionFailed marks a JSON Patch `test` operation that did not hold.
@@ -93,8 +101,8 @@ type Mutation struct {
 // are *MutationError and name the field at fault.
 func Compile(t *arbiterv1alpha1.Target) (*Mutation, error) {
 	m := &Mutation{target: t.Kind + "/" + t.Name}
-	fail := func(format string, args ...any) (*Mutation, error) {
-		return nil, &MutationError{Target: m.target, Err: fmt.Errorf(format, args...)}
+	fail := func(field, format string, args ...any) (*Mutation, error) {
+		return nil, &MutationError{Target: m.target, Field: field, Err: fmt.Errorf(format, args...)}
 	}
 	switch {
 	case len(t.JSONPatch) > 0:
@@ -107,9 +115,9 @@ func Compile(t *arbiterv1alpha1.Target) (*Mutation, error) {
 			needsValue := op.Op == arbiterv1alpha1.JSONPatchOpAdd || op.Op == arbiterv1alpha1.JSONPatchOpReplace || op.Op == arbiterv1alpha1.JSONPatchOpTest
 			switch {
 			case needsValue && op.Value == nil:
-				return fail("jsonPatch[%d].value: required for %s", i, op.Op)
+				return fail(fmt.Sprintf("jsonPatch[%d].value", i), "required for %s", op.Op)
 			case !needsValue && op.Value != nil:
-				return fail("jsonPatch[%d].value: not allowed for %s", i, op.Op)
+				return fail(fmt.Sprintf("jsonPatch[%d].value", i), "not allowed for %s", op.Op)
 			case op.Value != nil:
 				o["value"] = json.RawMessage(op.Value.Raw)
 			}
@@ -117,28 +125,28 @@ func Compile(t *arbiterv1alpha1.Target) (*Mutation, error) {
 		}
 		raw, err := json.Marshal(ops)
 		if err != nil {
-			return fail("jsonPatch: %v", err)
+			return fail("jsonPatch", "%v", err)
 		}
 		if m.jsonPatch, err = jsonpatch.DecodePatch(raw); err != nil {
-			return fail("jsonPatch: %v", err)
+			return fail("jsonPatch", "%v", err)
 		}
 	case t.MergePatch != nil:
 		m.mergePatch = t.MergePatch.Raw
 	case t.Expression != "":
 		ast, issues := celEnv.Compile(t.Expression)
 		if issues.Err() != nil {
-			return fail("expression: %v", issues.Err())
+			return fail("expression", "%v", issues.Err())
 		}
 		if !ast.OutputType().IsExactType(jsonPatchListType) && ast.OutputType() != cel.DynType {
-			return fail("expression: must return a list of JSONPatch, not %s", ast.OutputType())
+			return fail("expression", "must return a list of JSONPatch, not %s", ast.OutputType())
 		}
 		prg, err := celEnv.Program(ast, cel.CostLimit(expressionCostLimit), cel.InterruptCheckFrequency(100))
 		if err != nil {
-			return fail("expression: %v", err)
+			return fail("expression", "%v", err)
 		}
 		m.program = prg
 	default:
-		return fail("one of jsonPatch, mergePatch or expression must be set")
+		return fail("", "one of jsonPatch, mergePatch or expression must be set")
 	}
 	return m, nil
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -62,6 +63,7 @@ var _ = BeforeSuite(func() {
 		CRDDirectoryPaths:     util.CRDDirs(),
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: util.WebhookManifests()},
 	}
 	cfg, err := testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
@@ -102,6 +104,8 @@ func startManager(extraArgs ...string) *managerProcess {
 		"--health-probe-bind-address", m.probeAddr,
 		"--metrics-bind-address", m.metricsAddr,
 		"--metrics-secure=false",
+		"--webhook-port", strconv.Itoa(testEnv.WebhookInstallOptions.LocalServingPort),
+		"--webhook-cert-dir", testEnv.WebhookInstallOptions.LocalServingCertDir,
 	}, extraArgs...)
 	m.cmd = exec.Command(managerBin, args...)
 	m.cmd.Stdout = GinkgoWriter

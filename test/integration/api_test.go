@@ -126,6 +126,21 @@ var _ = Describe("The API server", func() {
 		Entry("a JSON Patch path that is not a JSON Pointer", operation(`spec: {targets: [{apiVersion: bank.example.com/v1, kind: Account,`+
 			` name: alice, jsonPatch: [{op: replace, path: spec/frozen, value: true}]}]}`),
 			"spec.targets[0].jsonPatch[0].path", "should match"),
+		Entry("a JSON Patch replace without a value", operation(`spec: {targets: [{apiVersion: bank.example.com/v1, kind: Account,`+
+			` name: alice, jsonPatch: [{op: replace, path: /spec/frozen}]}]}`),
+			"spec.targets[0].jsonPatch[0].value", "required for replace"),
+		Entry("a JSON Patch remove with a value", operation(`spec: {targets: [{apiVersion: bank.example.com/v1, kind: Account,`+
+			` name: alice, jsonPatch: [{op: remove, path: /spec/frozen, value: true}]}]}`),
+			"spec.targets[0].jsonPatch[0].value", "not allowed for remove"),
+		Entry("a CEL expression that does not compile", operation(`spec: {targets: [{apiVersion: bank.example.com/v1, kind: Account,`+
+			` name: alice, expression: '[JSONPatch{op: "replace", path: "/spec/balance", value: object.spec.balance +}]'}]}`),
+			"spec.targets[0].expression", "Syntax error"),
+		Entry("a CEL expression naming an unknown variable", operation(`spec: {targets: [{apiVersion: bank.example.com/v1, kind: Account,`+
+			` name: alice, expression: '[JSONPatch{op: "replace", path: "/spec/balance", value: oldObject.spec.balance}]'}]}`),
+			"spec.targets[0].expression", "undeclared reference to 'oldObject'"),
+		Entry("a CEL expression that returns no patch list", operation(`spec: {targets: [{apiVersion: bank.example.com/v1, kind: Account,`+
+			` name: alice, expression: 'object.spec.balance + 1'}]}`),
+			"spec.targets[0].expression", "must return a list of JSONPatch"),
 		Entry("a JSON Patch move without from", operation(`spec: {targets: [{apiVersion: bank.example.com/v1, kind: Account,`+
 			` name: alice, jsonPatch: [{op: move, path: /spec/owner}]}]}`),
 			"spec.targets[0].jsonPatch[0]", "from is required for move and copy"),

@@ -5,18 +5,23 @@ package integration
 
 import (
 	"context"
+	"net/http"
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	arbiterwebhook "github.com/arbiter-dev/arbiter/internal/webhook"
 	"github.com/arbiter-dev/arbiter/test/util"
 )
 
@@ -48,12 +53,35 @@ var _ = BeforeSuite(func() {
 		CRDDirectoryPaths:     util.CRDDirs(),
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: util.WebhookManifests()},
 	}
 	cfg, err := testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
 
 	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
+
+	// The admission webhook is part of the API contract: run it as the
+	// manager does, with no controllers.
+	webhookOpts := &testEnv.WebhookInstallOptions
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:  scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host:    webhookOpts.LocalServingHost,
+			Port:    webhookOpts.LocalServingPort,
+			CertDir: webhookOpts.LocalServingCertDir,
+		}),
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(arbiterwebhook.SetupOperationWebhook(mgr)).To(Succeed())
+	go func() {
+		defer GinkgoRecover()
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+	Eventually(func() error {
+		return mgr.GetWebhookServer().StartedChecker()(&http.Request{})
+	}, util.Timeout, util.Interval).Should(Succeed())
 })
 
 var _ = AfterSuite(func() {

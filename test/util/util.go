@@ -54,3 +54,9 @@ func AssetsDir() (string, error) {
 func CRDDirs() []string {
 	return []string{Path("config", "crd", "bases"), Path("config", "samples", "crds")}
 }
+
+// WebhookManifests is the generated admission webhook configuration, which
+// envtest installs pointing at a local webhook server with fresh certificates.
+func WebhookManifests() []string {
+	return []string{Path("config", "webhook", "manifests.yaml")}
+}

@@ -1,0 +1,80 @@
+// Package webhook holds arbiter's admission webhooks. The CRD schema and its
+// CEL rules refuse every statically invalid manifest they can express; this
+// webhook refuses the rest before they are stored: CEL expressions that do
+// not compile and JSON Patch operations whose value is missing or misplaced.
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/internal/execute"
+)
+
+// +kubebuilder:webhook:path=/validate-arbiter-dev-v1alpha1-conflictresolutionoperation,mutating=false,failurePolicy=fail,sideEffects=None,groups=arbiter.dev,resources=conflictresolutionoperations,verbs=create,versions=v1alpha1,name=vconflictresolutionoperation.arbiter.dev,admissionReviewVersions=v1
+
+// SetupOperationWebhook registers the ConflictResolutionOperation validator
+// with the manager's webhook server.
+func SetupOperationWebhook(mgr ctrl.Manager) error {
+	return ctrl.NewWebhookManagedBy(mgr, &arbiterv1alpha1.ConflictResolutionOperation{}).
+		WithValidator(OperationValidator{}).
+		Complete()
+}
+
+// OperationValidator refuses an operation whose mutations cannot compile.
+// Only creation is checked: spec is immutable afterwards.
+type OperationValidator struct{}
+
+var _ admission.Validator[*arbiterv1alpha1.ConflictResolutionOperation] = OperationValidator{}
+
+// ValidateCreate compiles every target's mutation.
+func (OperationValidator) ValidateCreate(_ context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (admission.Warnings, error) {
+	var errs field.ErrorList
+	targets := field.NewPath("spec", "targets")
+	for i := range op.Spec.Targets {
+		_, err := execute.Compile(&op.Spec.Targets[i])
+		var merr *execute.MutationError
+		switch {
+		case err == nil:
+		case errors.As(err, &merr):
+			path := targets.Index(i)
+			if merr.Field != "" {
+				path = path.Child(merr.Field)
+			}
+			errs = append(errs, field.Invalid(path, fieldValue(&op.Spec.Targets[i], merr.Field), merr.Err.Error()))
+		default:
+			return nil, fmt.Errorf("validating %s: %w", targets.Index(i), err)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, apierrors.NewInvalid(arbiterv1alpha1.GroupVersion.WithKind("ConflictResolutionOperation").GroupKind(), op.Name, errs)
+	}
+	return nil, nil
+}
+
+// ValidateUpdate allows every update: the CRD keeps spec immutable, and
+// metadata and status changes need no check here.
+func (OperationValidator) ValidateUpdate(context.Context, *arbiterv1alpha1.ConflictResolutionOperation, *arbiterv1alpha1.ConflictResolutionOperation) (admission.Warnings, error) {
+	return nil, nil
+}
+
+// ValidateDelete allows every delete.
+func (OperationValidator) ValidateDelete(context.Context, *arbiterv1alpha1.ConflictResolutionOperation) (admission.Warnings, error) {
+	return nil, nil
+}
+
+// fieldValue is the value shown in the error: the expression, or nothing
+// for patch fields, whose raw JSON would only repeat the manifest.
+func fieldValue(t *arbiterv1alpha1.Target, f string) any {
+	if f == "expression" {
+		return t.Expression
+	}
+	return field.OmitValueType{}
+}
