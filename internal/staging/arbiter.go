@@ -1,0 +1,343 @@
+package staging
+
+import (
+	"sync"
+	"time"
+)
+
+// VerdictKind is what an offered operation should do now.
+type VerdictKind int
+
+const (
+	// Wait: the operation is in an open batch, or its target is busy.
+	Wait VerdictKind = iota
+	// Win: the operation holds all its targets and may execute.
+	Win
+	// Reject: the operation lost; it ends Rejected.
+	Reject
+	// Queue: the operation lost and waits its turn.
+	Queue
+)
+
+// Verdict is the arbiter's answer to Offer.
+type Verdict struct {
+	Kind VerdictKind
+	// Winner names the operation that beat this one (Reject, Queue).
+	Winner string
+	// BatchSize is the number of contenders decided together (Win, Reject, Queue).
+	BatchSize int
+}
+
+type memberState int
+
+const (
+	pending memberState = iota
+	queued
+	holding
+)
+
+type member struct {
+	c        Contender
+	state    memberState
+	verdict  *Verdict
+	started  time.Time
+	grace    time.Duration
+	preempt  string
+	released bool
+}
+
+type target struct {
+	// deadline is when the open batch closes; zero when none is open.
+	deadline time.Time
+	pending  map[string]bool
+	queued   map[string]bool
+	holder   string
+}
+
+// Arbiter keeps the staging state of every target in memory and decides
+// batches as they close. It is safe for concurrent use. It keeps nothing
+// durable: after a restart, executing and queued operations are registered
+// again (Hold, Requeue) before anything is offered.
+type Arbiter struct {
+	mu      sync.Mutex
+	targets map[Key]*target
+	members map[string]*member
+}
+
+// NewArbiter returns an empty arbiter.
+func NewArbiter() *Arbiter {
+	return &Arbiter{targets: map[Key]*target{}, members: map[string]*member{}}
+}
+
+func (a *Arbiter) target(k Key) *target {
+	t, ok := a.targets[k]
+	if !ok {
+		t = &target{pending: map[string]bool{}, queued: map[string]bool{}}
+		a.targets[k] = t
+	}
+	return t
+}
+
+// Offer stages a pending operation (the first call opens a batch on each of
+// its targets that has none, closing window later) and returns what it
+// should do now. It is idempotent: calling it again returns the decision
+// once one is made, until Settle or Forget.
+func (a *Arbiter) Offer(c Contender, window time.Duration, now time.Time) Verdict {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if m, ok := a.members[c.ID]; ok {
+		switch {
+		case m.verdict != nil:
+			return *m.verdict
+		case m.state == holding:
+			return Verdict{Kind: Win}
+		}
+		return Verdict{Kind: Wait}
+	}
+	a.members[c.ID] = &member{c: c, state: pending}
+	for _, k := range c.Targets {
+		t := a.target(k)
+		if t.deadline.IsZero() {
+			t.deadline = now.Add(window)
+		}
+		t.pending[c.ID] = true
+	}
+	return Verdict{Kind: Wait}
+}
+
+// Requeue registers an operation that was already Queued (after a restart).
+func (a *Arbiter) Requeue(c Contender) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.members[c.ID]; ok {
+		return
+	}
+	a.members[c.ID] = &member{c: c, state: queued}
+	for _, k := range c.Targets {
+		a.target(k).queued[c.ID] = true
+	}
+}
+
+// Hold registers an executing operation as the holder of its targets (after
+// a restart, before anything is offered), started at started with the given
+// grace period. It returns false when a target is held by another operation.
+func (a *Arbiter) Hold(c Contender, started time.Time, grace time.Duration) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, k := range c.Targets {
+		if h := a.target(k).holder; h != "" && h != c.ID {
+			return false
+		}
+	}
+	m, ok := a.members[c.ID]
+	if !ok {
+		m = &member{c: c}
+		a.members[c.ID] = m
+	}
+	a.removeFromTargets(m)
+	m.state, m.verdict, m.started, m.grace = holding, nil, started, grace
+	for _, k := range c.Targets {
+		a.target(k).holder = c.ID
+	}
+	return true
+}
+
+// Started records when a winner began executing and its grace period, from
+// which on it may be preempted.
+func (a *Arbiter) Started(id string, started time.Time, grace time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if m, ok := a.members[id]; ok && m.state == holding {
+		m.started, m.grace = started, grace
+	}
+}
+
+// Settle acknowledges a verdict once the operation's status records it: a
+// rejected operation is forgotten, a queued one waits for its turn.
+func (a *Arbiter) Settle(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m, ok := a.members[id]
+	if !ok || m.verdict == nil {
+		return
+	}
+	switch m.verdict.Kind {
+	case Reject:
+		a.forget(m)
+	default:
+		m.verdict = nil
+	}
+}
+
+// Forget removes an operation everywhere: it finished, was cancelled, timed
+// out or was deleted. Targets it held are released.
+func (a *Arbiter) Forget(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if m, ok := a.members[id]; ok {
+		a.forget(m)
+	}
+}
+
+func (a *Arbiter) forget(m *member) {
+	a.removeFromTargets(m)
+	delete(a.members, m.c.ID)
+}
+
+func (a *Arbiter) removeFromTargets(m *member) {
+	for _, k := range m.c.Targets {
+		t, ok := a.targets[k]
+		if !ok {
+			continue
+		}
+		delete(t.pending, m.c.ID)
+		delete(t.queued, m.c.ID)
+		if t.holder == m.c.ID {
+			t.holder = ""
+		}
+		if len(t.pending) == 0 {
+			t.deadline = time.Time{}
+		}
+		if t.holder == "" && len(t.pending) == 0 && len(t.queued) == 0 {
+			delete(a.targets, k)
+		}
+	}
+}
+
+// Preempted reports whether an executing operation must stop, and for whom.
+func (a *Arbiter) Preempted(id string) (string, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if m, ok := a.members[id]; ok && m.preempt != "" {
+		return m.preempt, true
+	}
+	return "", false
+}
+
+// Tick decides every batch that is due at now: closed, on a free target,
+// with every contender's other targets due too. It also marks for preemption
+// each holder past its grace period whose target a strictly higher priority
+// operation waits for. It returns the operations whose verdict changed, and
+// when Tick next has something to do (zero: nothing scheduled).
+func (a *Arbiter) Tick(now time.Time) (changed []string, next time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+
+	due := map[Key]bool{}
+	for k, t := range a.targets {
+		if t.holder == "" && (len(t.pending) > 0 || len(t.queued) > 0) && !now.Before(t.deadline) {
+			due[k] = true
+		}
+	}
+	// A contender can be decided only when all its targets are due; until
+	// then, the batches it belongs to wait for it.
+	for changedDue := true; changedDue; {
+		changedDue = false
+		for k := range due {
+			for id := range a.contenderIDs(k) {
+				for _, other := range a.members[id].c.Targets {
+					if !due[other] {
+						delete(due, k)
+						changedDue = true
+					}
+				}
+				if !due[k] {
+					break
+				}
+			}
+		}
+	}
+
+	var cs []Contender
+	seen := map[string]bool{}
+	for k := range due {
+		for id := range a.contenderIDs(k) {
+			if !seen[id] {
+				seen[id] = true
+				cs = append(cs, a.members[id].c)
+			}
+		}
+	}
+	outcomes := Decide(cs)
+	for id, o := range outcomes {
+		m := a.members[id]
+		a.removeFromTargets(m)
+		v := &Verdict{BatchSize: len(cs), Winner: o.Winner}
+		switch {
+		case o.Won:
+			v.Kind = Win
+			m.state = holding
+			for _, k := range m.c.Targets {
+				a.target(k).holder = id
+			}
+		case o.Queued:
+			v.Kind = Queue
+			m.state = queued
+		default:
+			v.Kind = Reject
+		}
+		m.verdict = v
+		changed = append(changed, id)
+	}
+	// Queued losers wait on all their targets again, behind the winners.
+	for id, o := range outcomes {
+		if o.Queued {
+			for _, k := range a.members[id].c.Targets {
+				a.target(k).queued[id] = true
+			}
+		}
+	}
+
+	next = a.preempt(now)
+	for _, t := range a.targets {
+		if !t.deadline.IsZero() && now.Before(t.deadline) && (next.IsZero() || t.deadline.Before(next)) {
+			next = t.deadline
+		}
+	}
+	return changed, next
+}
+
+// preempt marks holders to preempt at now and returns when the next grace
+// period that matters ends.
+func (a *Arbiter) preempt(now time.Time) (next time.Time) {
+	for _, t := range a.targets {
+		if t.holder == "" || now.Before(t.deadline) {
+			continue
+		}
+		h := a.members[t.holder]
+		if h.preempt != "" || h.started.IsZero() {
+			continue
+		}
+		var best *Contender
+		for id := range t.pending {
+			c := a.members[id].c
+			if c.Priority > h.c.Priority && (best == nil || Before(c, *best)) {
+				best = &c
+			}
+		}
+		if best == nil {
+			continue
+		}
+		if graceEnds := h.started.Add(h.grace); now.Before(graceEnds) {
+			if next.IsZero() || graceEnds.Before(next) {
+				next = graceEnds
+			}
+			continue
+		}
+		h.preempt = best.ID
+	}
+	return next
+}
+
+// contenderIDs are the operations contending for a target: pending and queued.
+func (a *Arbiter) contenderIDs(k Key) map[string]bool {
+	t := a.targets[k]
+	ids := make(map[string]bool, len(t.pending)+len(t.queued))
+	for id := range t.pending {
+		ids[id] = true
+	}
+	for id := range t.queued {
+		ids[id] = true
+	}
+	return ids
+}

@@ -1,0 +1,242 @@
+package staging
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+var (
+	t0    = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	alice = Key{Group: "bank.example.com", Kind: "Account", Namespace: "bank", Name: "alice"}
+	bob   = Key{Group: "bank.example.com", Kind: "Account", Namespace: "bank", Name: "bob"}
+)
+
+const window = 100 * time.Millisecond
+
+func op(id string, priority int32, stagedAt time.Duration, targets ...Key) Contender {
+	return Contender{ID: id, UID: "uid-" + id, Priority: priority, StagedAt: t0.Add(stagedAt), Targets: targets}
+}
+
+func queuing(c Contender) Contender { c.Queue = true; return c }
+
+func TestRankIsATotalOrder(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []Contender
+		want []string
+	}{
+		{"priority first", []Contender{op("low", 2, 0), op("high", 8, time.Second), op("normal", 5, 0)},
+			[]string{"high", "normal", "low"}},
+		{"then the earliest stagedAt", []Contender{op("late", 5, 2*time.Microsecond), op("early", 5, time.Microsecond)},
+			[]string{"early", "late"}},
+		{"then the lowest UID", []Contender{op("b", 5, 0), op("a", 5, 0), op("c", 5, 0)},
+			[]string{"a", "b", "c"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for range 3 { // any input order gives the same result
+				in := slices.Clone(tt.in)
+				slices.Reverse(tt.in)
+				Rank(in)
+				var got []string
+				for _, c := range in {
+					got = append(got, c.ID)
+				}
+				if !slices.Equal(got, tt.want) {
+					t.Errorf("Rank = %v, want %v", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestDecide(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []Contender
+		want map[string]Outcome
+	}{{
+		name: "one winner, the rest rejected naming it",
+		in:   []Contender{op("a", 5, 0, alice), op("b", 8, 0, alice), op("c", 2, 0, alice)},
+		want: map[string]Outcome{"b": {Won: true}, "a": {Winner: "b"}, "c": {Winner: "b"}},
+	}, {
+		name: "queued losers keep waiting",
+		in:   []Contender{queuing(op("a", 5, 0, alice)), op("b", 8, 0, alice), op("c", 2, 0, alice)},
+		want: map[string]Outcome{"b": {Won: true}, "a": {Winner: "b", Queued: true}, "c": {Winner: "b"}},
+	}, {
+		name: "a multi-target operation wins only if it wins every target",
+		in:   []Contender{op("both", 5, 0, alice, bob), op("alice-only", 8, 0, alice), op("bob-only", 2, 0, bob)},
+		want: map[string]Outcome{"alice-only": {Won: true}, "both": {Winner: "alice-only"}, "bob-only": {Won: true}},
+	}, {
+		name: "a multi-target winner claims both targets",
+		in:   []Contender{op("both", 9, 0, alice, bob), op("alice-only", 8, 0, alice), op("bob-only", 2, 0, bob)},
+		want: map[string]Outcome{"both": {Won: true}, "alice-only": {Winner: "both"}, "bob-only": {Winner: "both"}},
+	}, {
+		name: "different targets do not contend",
+		in:   []Contender{op("a", 1, 0, alice), op("b", 1, 0, bob)},
+		want: map[string]Outcome{"a": {Won: true}, "b": {Won: true}},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Decide(tt.in)
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("Decide = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// verdicts offers every contender (as the controller does on each reconcile)
+// and returns their verdict kinds and winners.
+func verdicts(a *Arbiter, now time.Time, cs ...Contender) map[string]string {
+	out := map[string]string{}
+	for _, c := range cs {
+		v := a.Offer(c, window, now)
+		out[c.ID] = [...]string{"Wait", "Win", "Reject", "Queue"}[v.Kind]
+		if v.Winner != "" {
+			out[c.ID] += ":" + v.Winner
+		}
+	}
+	return out
+}
+
+func expect(t *testing.T, got map[string]string, want map[string]string) {
+	t.Helper()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("verdicts = %v, want %v", got, want)
+	}
+}
+
+func TestArbiterDecidesABatchWhenItsWindowCloses(t *testing.T) {
+	a := NewArbiter()
+	ops := []Contender{op("p5", 5, 0, alice), op("p8-late", 8, 2*time.Millisecond, alice), op("p8-early", 8, time.Millisecond, alice),
+		op("p2", 2, 0, alice), op("p1", 1, 0, alice)}
+	expect(t, verdicts(a, t0, ops...), map[string]string{"p5": "Wait", "p8-late": "Wait", "p8-early": "Wait", "p2": "Wait", "p1": "Wait"})
+
+	changed, next := a.Tick(t0.Add(window / 2))
+	if len(changed) != 0 || !next.Equal(t0.Add(window)) {
+		t.Fatalf("Tick inside the window: changed %v, next %v; want nothing and the window's end", changed, next)
+	}
+	changed, _ = a.Tick(t0.Add(window))
+	if len(changed) != 5 {
+		t.Fatalf("Tick at the window's end changed %v, want all 5", changed)
+	}
+	expect(t, verdicts(a, t0.Add(window), ops...), map[string]string{
+		"p8-early": "Win", "p8-late": "Reject:p8-early", "p5": "Reject:p8-early", "p2": "Reject:p8-early", "p1": "Reject:p8-early"})
+	if v := a.Offer(ops[0], window, t0.Add(window)); v.BatchSize != 5 {
+		t.Errorf("BatchSize = %d, want 5", v.BatchSize)
+	}
+}
+
+func TestArbiterLetsLateArrivalsWaitForTheNextBatch(t *testing.T) {
+	a := NewArbiter()
+	first := op("first", 5, 0, alice)
+	a.Offer(first, window, t0)
+	a.Tick(t0.Add(window))
+	a.Settle("first")
+
+	// Arrives while "first" executes, with a higher priority: it waits.
+	late := op("late", 8, time.Second, alice)
+	now := t0.Add(time.Second)
+	expect(t, verdicts(a, now, late), map[string]string{"late": "Wait"})
+	if changed, _ := a.Tick(now.Add(time.Hour)); len(changed) != 0 {
+		t.Fatalf("decided %v while the target is held", changed)
+	}
+	a.Forget("first")
+	a.Tick(now.Add(time.Hour))
+	expect(t, verdicts(a, now, late), map[string]string{"late": "Win"})
+}
+
+func TestArbiterRunsQueuedOperationsOneAtATimeInOrder(t *testing.T) {
+	a := NewArbiter()
+	ops := []Contender{queuing(op("q1", 5, 1, alice)), queuing(op("q2", 5, 2, alice)), queuing(op("q3", 5, 3, alice)), queuing(op("top", 9, 4, alice))}
+	verdicts(a, t0, ops...)
+	a.Tick(t0.Add(window))
+	var order []string
+	for remaining := ops; len(remaining) > 0; {
+		got := verdicts(a, t0, remaining...)
+		var next []Contender
+		for _, c := range remaining {
+			a.Settle(c.ID)
+			if got[c.ID] == "Win" {
+				order = append(order, c.ID)
+				a.Forget(c.ID) // it finished
+			} else {
+				next = append(next, c)
+			}
+		}
+		if len(next) == len(remaining) {
+			t.Fatalf("no winner among %v: %v", remaining, got)
+		}
+		remaining = next
+		a.Tick(t0.Add(window))
+	}
+	if want := []string{"top", "q1", "q2", "q3"}; !slices.Equal(order, want) {
+		t.Errorf("ran %v, want %v", order, want)
+	}
+}
+
+func TestArbiterWaitsForEveryTargetOfAMultiTargetContender(t *testing.T) {
+	a := NewArbiter()
+	onAlice := op("alice-only", 2, 0, alice)
+	a.Offer(onAlice, window, t0)
+	// Opens bob's batch later, so alice's batch must wait for it.
+	both := op("both", 8, 50*time.Millisecond, alice, bob)
+	a.Offer(both, window, t0.Add(50*time.Millisecond))
+
+	if changed, next := a.Tick(t0.Add(window)); len(changed) != 0 || !next.Equal(t0.Add(150*time.Millisecond)) {
+		t.Fatalf("Tick when only alice's batch closed: changed %v, next %v; want nothing until bob's closes", changed, next)
+	}
+	a.Tick(t0.Add(150 * time.Millisecond))
+	expect(t, verdicts(a, t0, onAlice, both), map[string]string{"both": "Win", "alice-only": "Reject:both"})
+}
+
+func TestArbiterPreemptsOnlyAfterTheGracePeriodAndOnlyForHigherPriority(t *testing.T) {
+	a := NewArbiter()
+	holder := op("holder", 5, 0, alice)
+	if !a.Hold(holder, t0, time.Second) {
+		t.Fatal("Hold refused a free target")
+	}
+	if a.Hold(op("other", 5, 0, alice), t0, time.Second) {
+		t.Fatal("Hold accepted a target held by another operation")
+	}
+
+	lower, equal, higher := op("lower", 3, 100*time.Millisecond, alice), op("equal", 5, 100*time.Millisecond, alice), op("higher", 8, 200*time.Millisecond, alice)
+	verdicts(a, t0.Add(100*time.Millisecond), lower, equal)
+	a.Tick(t0.Add(5 * time.Second))
+	if by, ok := a.Preempted("holder"); ok {
+		t.Fatalf("preempted by %s, which has no higher priority", by)
+	}
+
+	verdicts(a, t0.Add(200*time.Millisecond), higher)
+	_, next := a.Tick(t0.Add(300 * time.Millisecond))
+	if _, ok := a.Preempted("holder"); ok {
+		t.Fatal("preempted inside the grace period")
+	}
+	if !next.Equal(t0.Add(time.Second)) {
+		t.Errorf("next = %v, want the end of the grace period", next)
+	}
+	a.Tick(t0.Add(time.Second))
+	if by, ok := a.Preempted("holder"); !ok || by != "higher" {
+		t.Fatalf("Preempted = %q, %v; want higher, true", by, ok)
+	}
+
+	// The preempted holder stops; the waiting batch is arbitrated as usual.
+	a.Forget("holder")
+	a.Tick(t0.Add(time.Second))
+	expect(t, verdicts(a, t0, lower, equal, higher), map[string]string{"higher": "Win", "equal": "Reject:higher", "lower": "Reject:higher"})
+}
+
+func TestArbiterRecoversQueuedOperationsBeforeNewOnes(t *testing.T) {
+	a := NewArbiter()
+	a.Hold(op("executing", 5, 0, alice), t0, time.Second)
+	old := queuing(op("old", 5, 0, alice))
+	a.Requeue(old)
+	newer := queuing(op("newer", 5, time.Second, alice))
+	a.Offer(newer, window, t0.Add(time.Second))
+	a.Forget("executing")
+	a.Tick(t0.Add(2 * time.Second))
+	expect(t, verdicts(a, t0, old, newer), map[string]string{"old": "Win", "newer": "Queue:old"})
+}
