@@ -26,6 +26,8 @@ type Verdict struct {
 	Winner string
 	// BatchSize is the number of contenders decided together (Win, Reject, Queue).
 	BatchSize int
+	// StagedAt is when the operation was first offered: its place in the order.
+	StagedAt time.Time
 }
 
 type memberState int
@@ -86,13 +88,15 @@ func (a *Arbiter) Offer(c Contender, window time.Duration, now time.Time) Verdic
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if m, ok := a.members[c.ID]; ok {
+		v := Verdict{Kind: Wait}
 		switch {
 		case m.verdict != nil:
-			return *m.verdict
+			v = *m.verdict
 		case m.state == holding:
-			return Verdict{Kind: Win}
+			v = Verdict{Kind: Win}
 		}
-		return Verdict{Kind: Wait}
+		v.StagedAt = m.c.StagedAt
+		return v
 	}
 	a.members[c.ID] = &member{c: c, state: pending}
 	for _, k := range c.Targets {
@@ -102,7 +106,7 @@ func (a *Arbiter) Offer(c Contender, window time.Duration, now time.Time) Verdic
 		}
 		t.pending[c.ID] = true
 	}
-	return Verdict{Kind: Wait}
+	return Verdict{Kind: Wait, StagedAt: c.StagedAt}
 }
 
 // Requeue registers an operation that was already Queued (after a restart).
@@ -258,11 +262,22 @@ func (a *Arbiter) Tick(now time.Time) (changed []string, next time.Time) {
 			}
 		}
 	}
+	// A contender's batch size is the number of contenders on its busiest target.
+	perTarget := map[Key]int{}
+	for _, c := range cs {
+		for _, k := range c.Targets {
+			perTarget[k]++
+		}
+	}
 	outcomes := Decide(cs)
 	for id, o := range outcomes {
 		m := a.members[id]
+		size := 0
+		for _, k := range m.c.Targets {
+			size = max(size, perTarget[k])
+		}
 		a.removeFromTargets(m)
-		v := &Verdict{BatchSize: len(cs), Winner: o.Winner}
+		v := &Verdict{BatchSize: size, Winner: o.Winner}
 		switch {
 		case o.Won:
 			v.Kind = Win

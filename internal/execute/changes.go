@@ -1,0 +1,164 @@
+package execute
+
+import (
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+)
+
+// change is one leaf an operation wrote: its value before and after. A
+// rollback restores before only where the target still holds after.
+type change struct {
+	path      []string
+	before    any
+	hadBefore bool
+	after     any
+	hasAfter  bool
+}
+
+func (c change) pointer() string {
+	escaped := make([]string, len(c.path))
+	for i, p := range c.path {
+		escaped[i] = strings.NewReplacer("~", "~0", "/", "~1").Replace(p)
+	}
+	return "/" + strings.Join(escaped, "/")
+}
+
+// bookkeeping are fields the API server or arbiter itself maintains; they are
+// never part of what an operation wrote.
+var bookkeeping = [][]string{
+	{"metadata", "resourceVersion"},
+	{"metadata", "generation"},
+	{"metadata", "managedFields"},
+	{"metadata", "annotations", "arbiter.dev/applied"},
+	{"status"},
+}
+
+// diff lists the leaves that differ between two objects, in a stable order.
+// Lists are compared as leaves.
+func diff(before, after map[string]any) []change {
+	var out []change
+	var walk func(path []string, b, a map[string]any)
+	walk = func(path []string, b, a map[string]any) {
+		keys := slices.Sorted(maps.Keys(b))
+		for k := range a {
+			if _, ok := b[k]; !ok {
+				keys = append(keys, k)
+			}
+		}
+		slices.Sort(keys)
+		keys = slices.Compact(keys)
+		for _, k := range keys {
+			p := append(slices.Clone(path), k)
+			if isBookkeeping(p) {
+				continue
+			}
+			bv, bok := b[k]
+			av, aok := a[k]
+			bm, bIsMap := bv.(map[string]any)
+			am, aIsMap := av.(map[string]any)
+			switch {
+			case bok && aok && bIsMap && aIsMap:
+				walk(p, bm, am)
+			case bok != aok || !reflect.DeepEqual(bv, av):
+				out = append(out, change{path: p, before: bv, hadBefore: bok, after: av, hasAfter: aok})
+			}
+		}
+	}
+	walk(nil, before, after)
+	return out
+}
+
+func isBookkeeping(path []string) bool {
+	for _, b := range bookkeeping {
+		if slices.Equal(path, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// lookup returns the value at path, and whether it is there.
+func lookup(doc map[string]any, path []string) (any, bool) {
+	var cur any = doc
+	for _, p := range path {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = m[p]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
+// revert restores the changes in doc, only where doc still holds what the
+// operation wrote. It returns the pointers that no longer did: someone
+// changed them since, and only a human can say what they should be.
+func revert(doc map[string]any, changes []change) (changed []string) {
+	for _, c := range changes {
+		cur, ok := lookup(doc, c.path)
+		if ok != c.hasAfter || !reflect.DeepEqual(normalize(cur), normalize(c.after)) {
+			changed = append(changed, c.pointer())
+		}
+	}
+	if len(changed) > 0 {
+		return changed
+	}
+	for _, c := range changes {
+		parent := doc
+		for _, p := range c.path[:len(c.path)-1] {
+			next, ok := parent[p].(map[string]any)
+			if !ok {
+				next = map[string]any{}
+				parent[p] = next
+			}
+			parent = next
+		}
+		leaf := c.path[len(c.path)-1]
+		if c.hadBefore {
+			parent[leaf] = c.before
+		} else {
+			delete(parent, leaf)
+		}
+	}
+	return nil
+}
+
+// normalize makes numbers comparable whatever decoder produced them: an
+// object read back from the API server has int64 where the patched document
+// had float64.
+func normalize(v any) any {
+	switch n := v.(type) {
+	case int64:
+		return float64(n)
+	case int:
+		return float64(n)
+	case float64:
+		return n
+	case map[string]any:
+		out := make(map[string]any, len(n))
+		for k, e := range n {
+			out[k] = normalize(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(n))
+		for i, e := range n {
+			out[i] = normalize(e)
+		}
+		return out
+	}
+	return v
+}
+
+func describe(changes []change) string {
+	ptrs := make([]string, len(changes))
+	for i, c := range changes {
+		ptrs[i] = c.pointer()
+	}
+	return fmt.Sprint(ptrs)
+}

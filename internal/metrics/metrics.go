@@ -1,0 +1,40 @@
+// Package metrics defines arbiter's Prometheus metrics, registered with the
+// controller-runtime registry that the manager's metrics endpoint serves.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+var (
+	// OperationsTotal counts operations reaching a terminal phase.
+	OperationsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "arbiter_operations_total",
+		Help: "Operations that reached a terminal phase, by namespace, function, phase and reason.",
+	}, []string{"namespace", "function", "phase", "reason"})
+
+	// OperationDuration observes creation to terminal phase.
+	OperationDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "arbiter_operation_duration_seconds",
+		Help:    "Time from an operation's creation to its terminal phase.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+	})
+
+	// StagingBatchSize observes how many operations each staging decision arbitrated.
+	StagingBatchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "arbiter_staging_batch_size",
+		Help:    "Operations arbitrated together in one staging decision.",
+		Buckets: []float64{1, 2, 3, 5, 8, 13, 21, 34, 55, 100},
+	})
+
+	// OCCConflictsTotal counts 409 Conflicts met writing targets.
+	OCCConflictsTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "arbiter_occ_conflicts_total",
+		Help: "409 Conflicts met while writing or restoring targets.",
+	})
+)
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(OperationsTotal, OperationDuration, StagingBatchSize, OCCConflictsTotal)
+}
