@@ -21,8 +21,6 @@ import (
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 	"github.com/arbiter-dev/arbiter/controllers"
-	"github.com/arbiter-dev/arbiter/internal/execute"
-	"github.com/arbiter-dev/arbiter/internal/staging"
 	arbiterwebhook "github.com/arbiter-dev/arbiter/internal/webhook"
 )
 
@@ -163,17 +161,7 @@ func run(o options) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
-	operations := &controllers.OperationReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Recorder:  mgr.GetEventRecorder("arbiter"),
-		Arbiter:   staging.NewArbiter(),
-		// Targets are read from the API server, never the cache: a decision
-		// on a stale read would only meet a 409.
-		Executor: &execute.Executor{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()},
-		Workers:  o.operationWorkers,
-	}
-	if err := operations.SetupWithManager(mgr); err != nil {
+	if err := controllers.NewOperationReconciler(mgr, o.operationWorkers).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the operation controller: %w", err)
 	}
 	if err := arbiterwebhook.SetupOperationWebhook(mgr); err != nil {

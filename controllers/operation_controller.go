@@ -88,6 +88,20 @@ func (f *finishedSet) has(uid types.UID) bool {
 	return ok
 }
 
+// NewOperationReconciler wires the operation controller to a manager.
+func NewOperationReconciler(mgr ctrl.Manager, workers int) *OperationReconciler {
+	return &OperationReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("arbiter"),
+		Arbiter:   staging.NewArbiter(),
+		// Targets are read from the API server, never the cache: a decision
+		// on a stale read would only meet a 409.
+		Executor: &execute.Executor{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()},
+		Workers:  workers,
+	}
+}
+
 // SetupWithManager registers the controller and the arbiter loop.
 func (r *OperationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.verdicts = make(chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation], 1024)

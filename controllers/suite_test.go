@@ -1,0 +1,155 @@
+package controllers
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/test/util"
+)
+
+// managerUser is who the manager under test authenticates as, so that the
+// fault injector can tell its writes from the tests' own.
+const managerUser = "arbiter-manager"
+
+var (
+	testEnv     *envtest.Environment
+	k8sClient   client.Client
+	managerCfg  *rest.Config
+	testScheme  = runtime.NewScheme()
+	faults      = newFaultInjector()
+	ctx         context.Context
+	cancel      context.CancelFunc
+	stopManager func()
+)
+
+func TestControllers(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Controller suite")
+}
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	ctx, cancel = context.WithCancel(context.Background())
+
+	assets, err := util.AssetsDir()
+	Expect(err).NotTo(HaveOccurred())
+	Expect(clientgoscheme.AddToScheme(testScheme)).To(Succeed())
+	Expect(arbiterv1alpha1.AddToScheme(testScheme)).To(Succeed())
+
+	testEnv = &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		CRDDirectoryPaths:     util.CRDDirs(),
+		ErrorIfCRDPathMissing: true,
+		Scheme:                testScheme,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{
+			ValidatingWebhooks: []*admissionregistrationv1.ValidatingWebhookConfiguration{faultInjectionWebhooks()},
+		},
+	}
+	cfg, err := testEnv.Start()
+	Expect(err).NotTo(HaveOccurred())
+	k8sClient, err = client.New(cfg, client.Options{Scheme: testScheme})
+	Expect(err).NotTo(HaveOccurred())
+
+	user, err := testEnv.AddUser(envtest.User{Name: managerUser, Groups: []string{"system:masters"}}, cfg)
+	Expect(err).NotTo(HaveOccurred())
+	managerCfg = user.Config()
+
+	startFaultInjector()
+	stopManager = startManager()
+})
+
+var _ = AfterSuite(func() {
+	if stopManager != nil {
+		stopManager()
+	}
+	cancel()
+	if testEnv != nil {
+		Expect(testEnv.Stop()).To(Succeed())
+	}
+})
+
+// startManager runs a manager with the operation controller, as cmd/main.go
+// wires it, and returns a function that stops it and waits until it has.
+func startManager() func() {
+	GinkgoHelper()
+	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
+		Scheme:                 testScheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		// Tests restart the manager in one process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(NewOperationReconciler(mgr, 8).SetupWithManager(mgr)).To(Succeed())
+
+	mgrCtx, mgrCancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer GinkgoRecover()
+		defer close(done)
+		Expect(mgr.Start(mgrCtx)).To(Succeed())
+	}()
+	return func() {
+		mgrCancel()
+		Eventually(done, util.Timeout).Should(BeClosed())
+	}
+}
+
+// startFaultInjector serves the fault-injection webhooks from this process.
+func startFaultInjector() {
+	GinkgoHelper()
+	o := testEnv.WebhookInstallOptions
+	server := webhook.NewServer(webhook.Options{Host: o.LocalServingHost, Port: o.LocalServingPort, CertDir: o.LocalServingCertDir})
+	server.Register(targetWritesPath, &admission.Webhook{Handler: admission.HandlerFunc(faults.handleTargetWrite)})
+	server.Register(statusWritesPath, &admission.Webhook{Handler: admission.HandlerFunc(faults.handleStatusWrite)})
+	go func() {
+		defer GinkgoRecover()
+		Expect(server.Start(ctx)).To(Succeed())
+	}()
+	Eventually(func() error { return server.StartedChecker()(&http.Request{}) }, util.Timeout, util.Interval).Should(Succeed())
+}
+
+func faultInjectionWebhooks() *admissionregistrationv1.ValidatingWebhookConfiguration {
+	hook := func(name, path, group, resource string) admissionregistrationv1.ValidatingWebhook {
+		return admissionregistrationv1.ValidatingWebhook{
+			Name:                    name,
+			AdmissionReviewVersions: []string{"v1"},
+			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
+			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
+			ClientConfig: admissionregistrationv1.WebhookClientConfig{
+				Service: &admissionregistrationv1.ServiceReference{Name: "faults", Namespace: "default", Path: ptr.To(path)},
+			},
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
+				Rule:       admissionregistrationv1.Rule{APIGroups: []string{group}, APIVersions: []string{"*"}, Resources: []string{resource}},
+			}},
+		}
+	}
+	c := &admissionregistrationv1.ValidatingWebhookConfiguration{
+		Webhooks: []admissionregistrationv1.ValidatingWebhook{
+			hook("targets.faults.test.arbiter.dev", targetWritesPath, "bank.example.com", "accounts"),
+			hook("status.faults.test.arbiter.dev", statusWritesPath, "arbiter.dev", "conflictresolutionoperations/status"),
+		},
+	}
+	c.Name = "arbiter-test-faults"
+	return c
+}
