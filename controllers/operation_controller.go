@@ -97,7 +97,7 @@ func NewOperationReconciler(mgr ctrl.Manager, workers int) *OperationReconciler 
 		Arbiter:   staging.NewArbiter(),
 		// Targets are read from the API server, never the cache: a decision
 		// on a stale read would only meet a 409.
-		Executor: &execute.Executor{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient()},
+		Executor: &execute.Executor{Reader: mgr.GetAPIReader(), Writer: client.WithFieldOwner(mgr.GetClient(), "arbiter")},
 		Workers:  workers,
 	}
 }

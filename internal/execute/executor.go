@@ -149,7 +149,7 @@ func (e *Executor) Execute(ctx context.Context, req Request) (Result, error) {
 func (e *Executor) applyTarget(ctx context.Context, req Request, t *arbiterv1alpha1.Target, m *Mutation, res *Result) (TargetResult, *Failure, error) {
 	gv, err := schema.ParseGroupVersion(t.APIVersion)
 	if err != nil {
-		return TargetResult{}, failure(arbiterv1alpha1.ReasonInvalidMutation, "target apiVersion %q: %v", t.APIVersion, err), nil
+		return TargetResult{}, failure(arbiterv1alpha1.ReasonInvalidMutation, "Target apiVersion %q: %v", t.APIVersion, err), nil
 	}
 	tr := TargetResult{key: client.ObjectKey{Namespace: req.Namespace, Name: t.Name}, gvk: gv.WithKind(t.Kind)}
 	name := fmt.Sprintf("%s %s/%s", t.Kind, req.Namespace, t.Name)
@@ -225,7 +225,7 @@ func classify(err error, name, verb string) *Failure {
 	case apierrors.IsForbidden(err):
 		return failure(arbiterv1alpha1.ReasonForbidden, "arbiter may not %s %s: %v", verb, name, apierrors.ReasonForError(err))
 	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
-		return failure(arbiterv1alpha1.ReasonInvalidMutation, "the API server refused the mutated %s: %v", name, err)
+		return failure(arbiterv1alpha1.ReasonInvalidMutation, "The API server refused the mutated %s: %v", name, err)
 	}
 	return nil
 }

@@ -47,7 +47,7 @@ var _ = Describe("kubectl", func() {
 	})
 
 	It("applies the samples and shows them with their printer columns", func() {
-		_, err := kubectl("apply", "--server-side", "-k", "config/samples")
+		_, err := kubectl("apply", "--server-side", "--force-conflicts", "-k", "config/samples")
 		Expect(err).NotTo(HaveOccurred())
 
 		out, err := kubectl("get", "cro", "-n", "bank")

@@ -1,0 +1,78 @@
+package e2e
+
+import (
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/arbiter-dev/arbiter/test/util"
+)
+
+var _ = Describe("Operations applied with kubectl", Ordered, func() {
+	BeforeAll(func() {
+		_, err := kubectl("apply", "--server-side", "--force-conflicts", "-k", "config/samples")
+		Expect(err).NotTo(HaveOccurred())
+	})
+
+	It("can be waited for with kubectl wait, on a condition and on a phase", func() {
+		_, err := kubectl("wait", "-n", "bank", "--for=condition=Succeeded", "cro/credit-alice", "--timeout=60s")
+		Expect(err).NotTo(HaveOccurred())
+		_, err = kubectl("wait", "-n", "bank", "--for=jsonpath={.status.phase}=Rejected", "cro/transfer-ownership-alice", "--timeout=60s")
+		Expect(err).NotTo(HaveOccurred())
+		out, err := kubectl("get", "cro", "-n", "bank", "transfer-ownership-alice", "-o", "jsonpath={.status.winner}")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(Equal("credit-alice"))
+	})
+
+	It("arbitrates five simultaneous credits: one winner, four rejected naming it, the account changed once", func() {
+		before, err := kubectl("get", "account", "-n", "bank", "alice", "-o", "jsonpath={.spec.balance}")
+		Expect(err).NotTo(HaveOccurred())
+		_, err = kubectl("create", "-f", "config/samples/demo/storm.yaml")
+		Expect(err).NotTo(HaveOccurred())
+
+		var phases []string
+		Eventually(func(g Gomega) {
+			out, err := kubectl("get", "cro", "-n", "bank", "-l", "demo=storm",
+				"-o", `jsonpath={range .items[*]}{.status.phase}/{.status.winner}/{.status.effectivePriority}{"\n"}{end}`)
+			g.Expect(err).NotTo(HaveOccurred())
+			phases = strings.Fields(out)
+			g.Expect(phases).To(HaveLen(5))
+			for _, p := range phases {
+				g.Expect(p).To(Or(HavePrefix("Succeeded/"), HavePrefix("Rejected/")))
+			}
+		}, util.LongTimeout, util.Interval).Should(Succeed())
+
+		winner, err := kubectl("get", "cro", "-n", "bank", "-l", "demo=storm",
+			"-o", `jsonpath={.items[?(@.status.phase=="Succeeded")].metadata.name}`)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(winner).To(HavePrefix("storm-critical-"))
+		Expect(phases).To(ContainElement("Succeeded//10"))
+		Expect(phases).To(HaveEach(Or(Equal("Succeeded//10"), HavePrefix("Rejected/"+winner+"/"))))
+
+		after, err := kubectl("get", "account", "-n", "bank", "alice", "-o", "jsonpath={.spec.balance}")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(atoi(after) - atoi(before)).To(Equal(10), "only the priority-10 credit of 10 applied")
+	})
+
+	It("reports outcomes in the manager's metrics", func() {
+		Eventually(func(g Gomega) {
+			metrics, err := httpGet("http://" + manager.metricsAddr + "/metrics")
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(metrics).To(ContainSubstring(`arbiter_operations_total{function="credit-account",namespace="bank",phase="Rejected",reason="LostStaging"} 4`))
+			g.Expect(metrics).To(ContainSubstring("arbiter_staging_batch_size_count"))
+			g.Expect(metrics).To(ContainSubstring("arbiter_operation_duration_seconds_count"))
+		}, util.Timeout, util.Interval).Should(Succeed())
+	})
+})
+
+func atoi(s string) int {
+	GinkgoHelper()
+	n := 0
+	for _, r := range strings.TrimSpace(s) {
+		Expect(r).To(BeNumerically(">=", '0'))
+		Expect(r).To(BeNumerically("<=", '9'))
+		n = n*10 + int(r-'0')
+	}
+	return n
+}
