@@ -1,0 +1,143 @@
+// Package cleanup decides, without a cluster, which finished operations are
+// zombies, which CleanupPolicy governs them, when each may be removed, and how
+// healthy a namespace's cleanup is. Its inputs are objects and the current
+// time; the cleanup controller does the reading and the deleting.
+package cleanup
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+)
+
+// Selects reports whether a policy governs an operation of its namespace by
+// label. An unset selector selects every operation; one that does not parse
+// selects none.
+func Selects(p *arbiterv1alpha1.CleanupPolicy, op *arbiterv1alpha1.ConflictResolutionOperation) bool {
+	if p.Namespace != op.Namespace {
+		return false
+	}
+	if p.Spec.Selector == nil {
+		return true
+	}
+	sel, err := metav1.LabelSelectorAsSelector(p.Spec.Selector)
+	if err != nil {
+		return false
+	}
+	return sel.Matches(labels.Set(op.Labels))
+}
+
+// Older orders policies for precedence: the oldest, then the lowest name.
+func Older(a, b *arbiterv1alpha1.CleanupPolicy) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return a.Name < b.Name
+}
+
+// Governing returns the policy that governs op (the oldest that selects it),
+// or nil.
+func Governing(op *arbiterv1alpha1.ConflictResolutionOperation, policies []arbiterv1alpha1.CleanupPolicy) *arbiterv1alpha1.CleanupPolicy {
+	var gov *arbiterv1alpha1.CleanupPolicy
+	for i := range policies {
+		p := &policies[i]
+		if p.DeletionTimestamp.IsZero() && Selects(p, op) && (gov == nil || Older(p, gov)) {
+			gov = p
+		}
+	}
+	return gov
+}
+
+// Retention is how long zombies are kept: spec.retention, or the strategy's
+// default (Deferred 30m, Lazy 1h, Immediate 0).
+func Retention(p *arbiterv1alpha1.CleanupPolicy) time.Duration {
+	if p.Spec.Strategy == arbiterv1alpha1.CleanupImmediate {
+		return 0
+	}
+	if p.Spec.Retention != nil {
+		return p.Spec.Retention.Duration
+	}
+	def := arbiterv1alpha1.DefaultDeferredRetention
+	if p.Spec.Strategy == arbiterv1alpha1.CleanupLazy {
+		def = arbiterv1alpha1.DefaultLazyRetention
+	}
+	d, _ := time.ParseDuration(def)
+	return d
+}
+
+// CompletedAt is when an operation ended: status.completedAt, else its
+// creation (an operation finished by an older arbiter without the stamp).
+func CompletedAt(op *arbiterv1alpha1.ConflictResolutionOperation) time.Time {
+	if op.Status.CompletedAt != nil {
+		return op.Status.CompletedAt.Time
+	}
+	return op.CreationTimestamp.Time
+}
+
+// IsZombie reports whether the policy counts the operation as a zombie: it
+// ended in one of the policy's phases.
+func IsZombie(p *arbiterv1alpha1.CleanupPolicy, op *arbiterv1alpha1.ConflictResolutionOperation) bool {
+	return op.Status.Phase.IsTerminal() && slices.Contains(p.Spec.Phases, arbiterv1alpha1.ZombiePhase(op.Status.Phase))
+}
+
+// Verdict is what a policy says about one operation at one instant.
+type Verdict struct {
+	// Zombie: it counts in the policy's health report.
+	Zombie bool
+	// Removable: the policy removes it, at or after At.
+	Removable bool
+	// At is when it becomes removable.
+	At time.Time
+	// OnlyWhenMet: the policy is Lazy; it is removed when arbiter next meets
+	// its target, not on a timer.
+	OnlyWhenMet bool
+	// Why says which rule removes it, for events.
+	Why string
+}
+
+// Due reports whether the verdict allows removal now (for Lazy: if met).
+func (v Verdict) Due(now time.Time) bool { return v.Removable && !now.Before(v.At) }
+
+// Judge applies a policy to an operation.
+func Judge(p *arbiterv1alpha1.CleanupPolicy, op *arbiterv1alpha1.ConflictResolutionOperation) Verdict {
+	if !op.Status.Phase.IsTerminal() {
+		return Verdict{}
+	}
+	done := CompletedAt(op)
+	lazy := p.Spec.Strategy == arbiterv1alpha1.CleanupLazy
+	switch {
+	case IsZombie(p, op):
+		retention := Retention(p)
+		why := fmt.Sprintf("%s zombie, %s strategy", op.Status.Phase, p.Spec.Strategy)
+		if retention > 0 {
+			why += fmt.Sprintf(", retention %s", retention)
+		}
+		return Verdict{Zombie: true, Removable: true, At: done.Add(retention), OnlyWhenMet: lazy, Why: why}
+	case op.Status.Phase == arbiterv1alpha1.PhaseSucceeded && p.Spec.SucceededRetention != nil:
+		return Verdict{Removable: true, At: done.Add(p.Spec.SucceededRetention.Duration), OnlyWhenMet: lazy,
+			Why: fmt.Sprintf("Succeeded, succeededRetention %s", p.Spec.SucceededRetention.Duration)}
+	}
+	return Verdict{}
+}
+
+// OverHistory returns the zombies beyond the policy's historyLimit among
+// those of one target, oldest first: the ones to remove now.
+func OverHistory(p *arbiterv1alpha1.CleanupPolicy, zombies []*arbiterv1alpha1.ConflictResolutionOperation) []*arbiterv1alpha1.ConflictResolutionOperation {
+	if p.Spec.HistoryLimit == nil || len(zombies) <= int(*p.Spec.HistoryLimit) {
+		return nil
+	}
+	sorted := slices.Clone(zombies)
+	slices.SortFunc(sorted, func(a, b *arbiterv1alpha1.ConflictResolutionOperation) int {
+		if c := CompletedAt(a).Compare(CompletedAt(b)); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return sorted[:len(sorted)-int(*p.Spec.HistoryLimit)]
+}

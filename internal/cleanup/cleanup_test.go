@@ -1,0 +1,191 @@
+package cleanup
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+)
+
+var t0 = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+
+func policy(name string, created time.Duration, mutate func(*arbiterv1alpha1.CleanupPolicySpec)) arbiterv1alpha1.CleanupPolicy {
+	p := arbiterv1alpha1.CleanupPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "bank", CreationTimestamp: metav1.NewTime(t0.Add(created))},
+		Spec: arbiterv1alpha1.CleanupPolicySpec{Strategy: arbiterv1alpha1.CleanupDeferred,
+			Phases: []arbiterv1alpha1.ZombiePhase{"Rejected", "Failed"}},
+	}
+	if mutate != nil {
+		mutate(&p.Spec)
+	}
+	return p
+}
+
+func finished(name string, phase arbiterv1alpha1.OperationPhase, completed time.Duration, labels map[string]string) *arbiterv1alpha1.ConflictResolutionOperation {
+	at := metav1.NewMicroTime(t0.Add(completed))
+	return &arbiterv1alpha1.ConflictResolutionOperation{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "bank", Labels: labels},
+		Status:     arbiterv1alpha1.ConflictResolutionOperationStatus{Phase: phase, CompletedAt: &at},
+	}
+}
+
+func TestJudge(t *testing.T) {
+	minutes := func(m int) *metav1.Duration { return &metav1.Duration{Duration: time.Duration(m) * time.Minute} }
+	tests := []struct {
+		name   string
+		policy arbiterv1alpha1.CleanupPolicy
+		op     *arbiterv1alpha1.ConflictResolutionOperation
+		want   Verdict
+	}{
+		{"Immediate removes a rejected operation at once",
+			policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Strategy = arbiterv1alpha1.CleanupImmediate }),
+			finished("op", arbiterv1alpha1.PhaseRejected, 0, nil),
+			Verdict{Zombie: true, Removable: true, At: t0, Why: "Rejected zombie, Immediate strategy"}},
+		{"Deferred removes a failed one when its retention expires",
+			policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Retention = minutes(5) }),
+			finished("op", arbiterv1alpha1.PhaseFailed, 0, nil),
+			Verdict{Zombie: true, Removable: true, At: t0.Add(5 * time.Minute), Why: "Failed zombie, Deferred strategy, retention 5m0s"}},
+		{"Deferred defaults its retention to 30m",
+			policy("p", 0, nil), finished("op", arbiterv1alpha1.PhaseRejected, 0, nil),
+			Verdict{Zombie: true, Removable: true, At: t0.Add(30 * time.Minute), Why: "Rejected zombie, Deferred strategy, retention 30m0s"}},
+		{"Lazy waits to be met, and defaults its retention to 1h",
+			policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Strategy = arbiterv1alpha1.CleanupLazy }),
+			finished("op", arbiterv1alpha1.PhaseRejected, 0, nil),
+			Verdict{Zombie: true, Removable: true, At: t0.Add(time.Hour), OnlyWhenMet: true, Why: "Rejected zombie, Lazy strategy, retention 1h0m0s"}},
+		{"a phase the policy does not list is kept",
+			policy("p", 0, nil), finished("op", arbiterv1alpha1.PhaseCancelled, 0, nil), Verdict{}},
+		{"Cancelled is a zombie when listed",
+			policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) {
+				s.Phases = []arbiterv1alpha1.ZombiePhase{"Cancelled"}
+				s.Strategy = arbiterv1alpha1.CleanupImmediate
+			}),
+			finished("op", arbiterv1alpha1.PhaseCancelled, 0, nil),
+			Verdict{Zombie: true, Removable: true, At: t0, Why: "Cancelled zombie, Immediate strategy"}},
+		{"Succeeded is kept without succeededRetention",
+			policy("p", 0, nil), finished("op", arbiterv1alpha1.PhaseSucceeded, 0, nil), Verdict{}},
+		{"Succeeded is removed after succeededRetention, and is no zombie",
+			policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.SucceededRetention = minutes(60) }),
+			finished("op", arbiterv1alpha1.PhaseSucceeded, 0, nil),
+			Verdict{Removable: true, At: t0.Add(time.Hour), Why: "Succeeded, succeededRetention 1h0m0s"}},
+		{"a live operation is never judged",
+			policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Strategy = arbiterv1alpha1.CleanupImmediate }),
+			finished("op", arbiterv1alpha1.PhaseQueued, 0, nil), Verdict{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Judge(&tt.policy, tt.op); fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("Judge = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestGoverningIsTheOldestSelectingPolicy(t *testing.T) {
+	audit := map[string]string{"team": "audit"}
+	policies := []arbiterv1alpha1.CleanupPolicy{
+		policy("newer", time.Hour, nil),
+		policy("b-oldest", 0, nil),
+		policy("a-oldest", 0, nil),
+		policy("audit-only", -time.Hour, func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.Selector = &metav1.LabelSelector{MatchLabels: audit}
+		}),
+	}
+	tests := []struct {
+		name string
+		op   *arbiterv1alpha1.ConflictResolutionOperation
+		want string
+	}{
+		{"ties on age go to the lowest name", finished("op", arbiterv1alpha1.PhaseRejected, 0, nil), "a-oldest"},
+		{"a selector narrows a policy", finished("op", arbiterv1alpha1.PhaseRejected, 0, audit), "audit-only"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Governing(tt.op, policies); got == nil || got.Name != tt.want {
+				t.Errorf("Governing = %v, want %s", got, tt.want)
+			}
+		})
+	}
+	other := finished("op", arbiterv1alpha1.PhaseRejected, 0, nil)
+	other.Namespace = "elsewhere"
+	if got := Governing(other, policies); got != nil {
+		t.Errorf("a policy governed an operation of another namespace: %s", got.Name)
+	}
+}
+
+func TestOverHistoryRemovesTheOldestBeyondTheLimit(t *testing.T) {
+	p := policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.HistoryLimit = ptr.To[int32](2) })
+	zombies := []*arbiterv1alpha1.ConflictResolutionOperation{
+		finished("c", arbiterv1alpha1.PhaseRejected, 3*time.Second, nil),
+		finished("a", arbiterv1alpha1.PhaseRejected, time.Second, nil),
+		finished("d", arbiterv1alpha1.PhaseFailed, 4*time.Second, nil),
+		finished("b", arbiterv1alpha1.PhaseRejected, 2*time.Second, nil),
+	}
+	var got []string
+	for _, z := range OverHistory(&p, zombies) {
+		got = append(got, z.Name)
+	}
+	if fmt.Sprint(got) != "[a b]" {
+		t.Errorf("OverHistory = %v, want [a b]", got)
+	}
+	p.Spec.HistoryLimit = nil
+	if len(OverHistory(&p, zombies)) != 0 {
+		t.Error("OverHistory removed zombies without a historyLimit")
+	}
+}
+
+func TestHealth(t *testing.T) {
+	th := arbiterv1alpha1.HealthThresholds{MaxZombies: ptr.To[int32](10), MaxZombieAge: &metav1.Duration{Duration: time.Hour}, MaxFailureRatePercent: ptr.To[int32](10)}
+	tests := []struct {
+		name   string
+		obs    Observation
+		state  arbiterv1alpha1.HealthState
+		issues string
+	}{
+		{"healthy", Observation{Zombies: 10, OldestZombieAge: time.Hour, FailureRatePercent: 10}, arbiterv1alpha1.HealthHealthy, "[]"},
+		{"too many zombies", Observation{Zombies: 11}, arbiterv1alpha1.HealthDegraded, "[High zombie count: 11 (threshold 10)]"},
+		{"a zombie too old", Observation{OldestZombieAge: 2 * time.Hour}, arbiterv1alpha1.HealthDegraded, "[Oldest zombie is 2h0m0s old (threshold 1h0m0s)]"},
+		{"failing cleanups", Observation{Zombies: 11, FailureRatePercent: 50}, arbiterv1alpha1.HealthUnhealthy,
+			"[High zombie count: 11 (threshold 10) Cleanup failure rate 50% over the last 15m0s (threshold 10%)]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			state, issues, _ := Health(th, tt.obs)
+			if state != tt.state || fmt.Sprint(issues) != tt.issues {
+				t.Errorf("Health = %s %v, want %s %s", state, issues, tt.state, tt.issues)
+			}
+		})
+	}
+}
+
+func TestOutcomesCountOnlyTheLastFifteenMinutes(t *testing.T) {
+	var o Outcomes
+	o.Add(t0, true)
+	o.Add(t0.Add(time.Minute), true)
+	o.Add(t0.Add(10*time.Minute), false)
+	o.Add(t0.Add(11*time.Minute), false)
+	if rate, n := o.FailureRatePercent(t0.Add(12 * time.Minute)); rate != 50 || n != 4 {
+		t.Errorf("rate = %d%% of %d, want 50%% of 4", rate, n)
+	}
+	if rate, n := o.FailureRatePercent(t0.Add(16*time.Minute + time.Second)); rate != 0 || n != 2 {
+		t.Errorf("after the window: rate = %d%% of %d, want 0%% of 2", rate, n)
+	}
+}
+
+func TestLatencyPercentiles(t *testing.T) {
+	var l Latencies
+	if _, ok := l.Percentile(50); ok {
+		t.Error("a percentile of nothing")
+	}
+	for i := 1; i <= 100; i++ {
+		l.Add(time.Duration(i) * time.Millisecond)
+	}
+	p50, _ := l.Percentile(50)
+	p99, _ := l.Percentile(99)
+	if p50 != 50*time.Millisecond || p99 != 99*time.Millisecond {
+		t.Errorf("p50 %s p99 %s, want 50ms 99ms", p50, p99)
+	}
+}

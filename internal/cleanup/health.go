@@ -1,0 +1,115 @@
+package cleanup
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+)
+
+// FailureWindow is the span the cleanup failure rate is measured over.
+const FailureWindow = 15 * time.Minute
+
+// Outcomes remembers cleanup attempts over FailureWindow.
+type Outcomes struct {
+	at     []time.Time
+	failed []bool
+}
+
+// Add records one attempt.
+func (o *Outcomes) Add(now time.Time, failed bool) {
+	o.at = append(o.at, now)
+	o.failed = append(o.failed, failed)
+}
+
+// FailureRatePercent is the share of attempts in the window ending at now
+// that failed, in percent, and the number of attempts.
+func (o *Outcomes) FailureRatePercent(now time.Time) (percent int32, attempts int) {
+	cut := 0
+	for cut < len(o.at) && now.Sub(o.at[cut]) > FailureWindow {
+		cut++
+	}
+	o.at, o.failed = o.at[cut:], o.failed[cut:]
+	failures := 0
+	for _, f := range o.failed {
+		if f {
+			failures++
+		}
+	}
+	if len(o.at) == 0 {
+		return 0, 0
+	}
+	return int32(failures * 100 / len(o.at)), len(o.at)
+}
+
+// latencySamples bounds the memory of cleanup latencies kept per policy.
+const latencySamples = 1024
+
+// Latencies keeps the most recent cleanup latencies (completedAt to gone).
+type Latencies struct {
+	samples []time.Duration
+	next    int
+}
+
+// Add records one latency.
+func (l *Latencies) Add(d time.Duration) {
+	if len(l.samples) < latencySamples {
+		l.samples = append(l.samples, d)
+		return
+	}
+	l.samples[l.next] = d
+	l.next = (l.next + 1) % latencySamples
+}
+
+// Percentile returns the p-th percentile (0 < p <= 100), and false when
+// there are no samples.
+func (l *Latencies) Percentile(p float64) (time.Duration, bool) {
+	if len(l.samples) == 0 {
+		return 0, false
+	}
+	sorted := slices.Clone(l.samples)
+	slices.Sort(sorted)
+	i := int(float64(len(sorted))*p/100+0.5) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)], true
+}
+
+// Observation is what a policy sees of its namespace at one instant.
+type Observation struct {
+	Zombies            int
+	OldestZombieAge    time.Duration
+	FailureRatePercent int32
+}
+
+// Health judges an observation against a policy's thresholds. It returns the
+// state, one sentence per threshold crossed, and the condition reason.
+func Health(t arbiterv1alpha1.HealthThresholds, o Observation) (arbiterv1alpha1.HealthState, []string, string) {
+	maxZombies, maxAge, maxRate := int32(1000), 24*time.Hour, int32(10)
+	if t.MaxZombies != nil {
+		maxZombies = *t.MaxZombies
+	}
+	if t.MaxZombieAge != nil {
+		maxAge = t.MaxZombieAge.Duration
+	}
+	if t.MaxFailureRatePercent != nil {
+		maxRate = *t.MaxFailureRatePercent
+	}
+	state, reason := arbiterv1alpha1.HealthHealthy, arbiterv1alpha1.ReasonThresholdsMet
+	var issues []string
+	if o.Zombies > int(maxZombies) {
+		state, reason = arbiterv1alpha1.HealthDegraded, arbiterv1alpha1.ReasonTooManyZombies
+		issues = append(issues, fmt.Sprintf("High zombie count: %d (threshold %d)", o.Zombies, maxZombies))
+	}
+	if o.OldestZombieAge > maxAge {
+		if state == arbiterv1alpha1.HealthHealthy {
+			reason = arbiterv1alpha1.ReasonZombieTooOld
+		}
+		state = arbiterv1alpha1.HealthDegraded
+		issues = append(issues, fmt.Sprintf("Oldest zombie is %s old (threshold %s)", o.OldestZombieAge.Round(time.Second), maxAge))
+	}
+	if o.FailureRatePercent > maxRate {
+		state, reason = arbiterv1alpha1.HealthUnhealthy, arbiterv1alpha1.ReasonCleanupFailing
+		issues = append(issues, fmt.Sprintf("Cleanup failure rate %d%% over the last %s (threshold %d%%)", o.FailureRatePercent, FailureWindow, maxRate))
+	}
+	return state, issues, reason
+}
