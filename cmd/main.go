@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"flag"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 	"github.com/arbiter-dev/arbiter/controllers"
+	"github.com/arbiter-dev/arbiter/internal/registry"
 	arbiterwebhook "github.com/arbiter-dev/arbiter/internal/webhook"
 )
 
@@ -161,7 +163,16 @@ func run(o options) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
-	if err := controllers.NewOperationReconciler(mgr, o.operationWorkers).SetupWithManager(mgr); err != nil {
+	if err := registry.Setup(context.Background(), mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	cleaner := controllers.NewCleanupReconciler(mgr, o.cleanupWorkers, o.defaultCleanupStrategy)
+	if err := cleaner.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the cleanup controller: %w", err)
+	}
+	operations := controllers.NewOperationReconciler(mgr, o.operationWorkers)
+	operations.Meet = cleaner.MeetTargets
+	if err := operations.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the operation controller: %w", err)
 	}
 	if err := arbiterwebhook.SetupOperationWebhook(mgr); err != nil {

@@ -18,7 +18,11 @@ import (
 const (
 	targetWritesPath = "/faults/targets"
 	statusWritesPath = "/faults/status"
+	deletesPath      = "/faults/deletes"
 )
+
+// UndeletableLabel on an operation makes the API server refuse to delete it.
+const UndeletableLabel = "test.arbiter.dev/undeletable"
 
 // forever makes an injected fault last until cleared.
 const forever = -1
@@ -140,4 +144,15 @@ func (f *faultInjector) writesApplying(uid string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.applyWrites[uid]
+}
+
+func (f *faultInjector) handleDelete(_ context.Context, req admission.Request) admission.Response {
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(req.OldObject.Raw); err != nil {
+		return admission.Allowed("")
+	}
+	if u.GetLabels()[UndeletableLabel] == "true" {
+		return admission.Denied("this operation may not be deleted (injected by the test)")
+	}
+	return admission.Allowed("")
 }

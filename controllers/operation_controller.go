@@ -18,6 +18,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
@@ -45,6 +46,9 @@ type OperationReconciler struct {
 	Arbiter   *staging.Arbiter
 	Executor  *execute.Executor
 	Workers   int
+	// Meet, when set, is told of every operation staged, so that lazy
+	// cleanup can remove old zombies of the same targets.
+	Meet func(*arbiterv1alpha1.ConflictResolutionOperation)
 
 	verdicts chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]
 	wake     chan struct{}
@@ -203,13 +207,18 @@ func (r *OperationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		// A cached copy from before this manager recorded the outcome.
 		return ctrl.Result{}, nil
 	}
+	if !r.ready.Load() {
+		return ctrl.Result{RequeueAfter: notReadyRetry}, nil
+	}
+	if op.Status.Phase == arbiterv1alpha1.PhaseExecuting && !op.DeletionTimestamp.IsZero() {
+		// Deleted while executing: execute stops before its next write and
+		// rolls back, then the finalizer goes.
+		return r.execute(ctx, op)
+	}
 	if op.Status.Phase.IsTerminal() || !op.DeletionTimestamp.IsZero() {
 		r.Arbiter.Forget(id)
 		r.nudge()
-		return ctrl.Result{}, nil
-	}
-	if !r.ready.Load() {
-		return ctrl.Result{RequeueAfter: notReadyRetry}, nil
+		return ctrl.Result{}, r.releaseFinalizer(ctx, op)
 	}
 	if op.Status.Phase == arbiterv1alpha1.PhaseExecuting {
 		return r.execute(ctx, op)
@@ -243,8 +252,12 @@ func (r *OperationReconciler) stage(ctx context.Context, op *arbiterv1alpha1.Con
 		return ctrl.Result{}, err
 	}
 
-	v := r.Arbiter.Offer(contender(op, priority, stagedAt(op)), durationOr(op.Spec.Staging.Window, 100*time.Millisecond), now)
+	c := contender(op, priority, stagedAt(op))
+	v := r.Arbiter.Offer(c, durationOr(op.Spec.Staging.Window, 100*time.Millisecond), now)
 	r.nudge()
+	if r.Meet != nil && v.Kind == staging.Wait && v.StagedAt.Equal(c.StagedAt) {
+		r.Meet(op) // first staged now: arbiter meets its targets
+	}
 	winner := nameOf(v.Winner)
 	switch v.Kind {
 	case staging.Wait:
@@ -274,7 +287,16 @@ func (r *OperationReconciler) stage(ctx context.Context, op *arbiterv1alpha1.Con
 		return ctrl.Result{RequeueAfter: deadline.Sub(now)}, nil
 	}
 
-	// Won: record Executing (so a restarted manager recovers it first), then apply.
+	// Won. A multi-target operation can leave partial work: hold it with the
+	// finalizer, so that deleting it rolls the work back first.
+	if len(op.Spec.Targets) > 1 && controllerutil.AddFinalizer(op, arbiterv1alpha1.CleanupFinalizer) {
+		if err := r.Client.Update(ctx, op); err != nil {
+			r.Arbiter.Forget(id)
+			r.nudge()
+			return ctrl.Result{}, fmt.Errorf("adding the cleanup finalizer: %w", err)
+		}
+	}
+	// Record Executing (so a restarted manager recovers it first), then apply.
 	orig := op.DeepCopy()
 	s := &op.Status
 	started := metav1.NewMicroTime(now)
@@ -321,6 +343,10 @@ func (r *OperationReconciler) execute(ctx context.Context, op *arbiterv1alpha1.C
 			if by, ok := r.Arbiter.Preempted(id); ok {
 				return &execute.Failure{Reason: arbiterv1alpha1.ReasonPreempted,
 					Message: fmt.Sprintf("Preempted by %s, of higher priority, after its grace period of %s", nameOf(by), grace)}
+			}
+			current := &arbiterv1alpha1.ConflictResolutionOperation{}
+			if err := r.Client.Get(ctx, client.ObjectKeyFromObject(op), current); err == nil && !current.DeletionTimestamp.IsZero() {
+				return &execute.Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}
 			}
 			if !time.Now().Before(deadline) {
 				return &execute.Failure{Reason: arbiterv1alpha1.ReasonTimeout,
@@ -372,7 +398,20 @@ func (r *OperationReconciler) execute(ctx context.Context, op *arbiterv1alpha1.C
 	}
 	r.Arbiter.Forget(id)
 	r.nudge()
-	return ctrl.Result{}, nil
+	return ctrl.Result{}, r.releaseFinalizer(ctx, op)
+}
+
+// releaseFinalizer removes arbiter's finalizer once nothing is left to roll back.
+func (r *OperationReconciler) releaseFinalizer(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) error {
+	if !controllerutil.ContainsFinalizer(op, arbiterv1alpha1.CleanupFinalizer) {
+		return nil
+	}
+	orig := op.DeepCopy()
+	controllerutil.RemoveFinalizer(op, arbiterv1alpha1.CleanupFinalizer)
+	if err := r.Client.Patch(ctx, op, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		return client.IgnoreNotFound(fmt.Errorf("removing the cleanup finalizer: %w", err))
+	}
+	return nil
 }
 
 // finish records a terminal phase in one status write, with its condition,
@@ -489,7 +528,6 @@ func stagedAt(op *arbiterv1alpha1.ConflictResolutionOperation) time.Time {
 func key(op *arbiterv1alpha1.ConflictResolutionOperation) string {
 	return types.NamespacedName{Namespace: op.Namespace, Name: op.Name}.String()
 }
-
 
 // nameOf is the name in a namespace/name key: winners and preemptors are
 // always in the operation's own namespace.

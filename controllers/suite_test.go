@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/internal/registry"
 	"github.com/arbiter-dev/arbiter/test/util"
 )
 
@@ -99,7 +100,12 @@ func startManager() func() {
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	Expect(err).NotTo(HaveOccurred())
-	Expect(NewOperationReconciler(mgr, 8).SetupWithManager(mgr)).To(Succeed())
+	Expect(registry.Setup(ctx, mgr.GetFieldIndexer())).To(Succeed())
+	cleaner := NewCleanupReconciler(mgr, 4, DefaultStrategyNone)
+	Expect(cleaner.SetupWithManager(mgr)).To(Succeed())
+	operations := NewOperationReconciler(mgr, 8)
+	operations.Meet = cleaner.MeetTargets
+	Expect(operations.SetupWithManager(mgr)).To(Succeed())
 
 	mgrCtx, mgrCancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -121,6 +127,7 @@ func startFaultInjector() {
 	server := webhook.NewServer(webhook.Options{Host: o.LocalServingHost, Port: o.LocalServingPort, CertDir: o.LocalServingCertDir})
 	server.Register(targetWritesPath, &admission.Webhook{Handler: admission.HandlerFunc(faults.handleTargetWrite)})
 	server.Register(statusWritesPath, &admission.Webhook{Handler: admission.HandlerFunc(faults.handleStatusWrite)})
+	server.Register(deletesPath, &admission.Webhook{Handler: admission.HandlerFunc(faults.handleDelete)})
 	go func() {
 		defer GinkgoRecover()
 		Expect(server.Start(ctx)).To(Succeed())
@@ -129,7 +136,7 @@ func startFaultInjector() {
 }
 
 func faultInjectionWebhooks() *admissionregistrationv1.ValidatingWebhookConfiguration {
-	hook := func(name, path, group, resource string) admissionregistrationv1.ValidatingWebhook {
+	hook := func(name, path, group, resource string, op admissionregistrationv1.OperationType) admissionregistrationv1.ValidatingWebhook {
 		return admissionregistrationv1.ValidatingWebhook{
 			Name:                    name,
 			AdmissionReviewVersions: []string{"v1"},
@@ -139,15 +146,16 @@ func faultInjectionWebhooks() *admissionregistrationv1.ValidatingWebhookConfigur
 				Service: &admissionregistrationv1.ServiceReference{Name: "faults", Namespace: "default", Path: ptr.To(path)},
 			},
 			Rules: []admissionregistrationv1.RuleWithOperations{{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
+				Operations: []admissionregistrationv1.OperationType{op},
 				Rule:       admissionregistrationv1.Rule{APIGroups: []string{group}, APIVersions: []string{"*"}, Resources: []string{resource}},
 			}},
 		}
 	}
 	c := &admissionregistrationv1.ValidatingWebhookConfiguration{
 		Webhooks: []admissionregistrationv1.ValidatingWebhook{
-			hook("targets.faults.test.arbiter.dev", targetWritesPath, "bank.example.com", "accounts"),
-			hook("status.faults.test.arbiter.dev", statusWritesPath, "arbiter.dev", "conflictresolutionoperations/status"),
+			hook("targets.faults.test.arbiter.dev", targetWritesPath, "bank.example.com", "accounts", admissionregistrationv1.Update),
+			hook("status.faults.test.arbiter.dev", statusWritesPath, "arbiter.dev", "conflictresolutionoperations/status", admissionregistrationv1.Update),
+			hook("deletes.faults.test.arbiter.dev", deletesPath, "arbiter.dev", "conflictresolutionoperations", admissionregistrationv1.Delete),
 		},
 	}
 	c.Name = "arbiter-test-faults"

@@ -38,3 +38,34 @@ var (
 func init() {
 	ctrlmetrics.Registry.MustRegister(OperationsTotal, OperationDuration, StagingBatchSize, OCCConflictsTotal)
 }
+
+var (
+	// Zombies is the number of zombies, by namespace and phase.
+	Zombies = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "arbiter_zombies",
+		Help: "Zombie operations (rejected, failed or cancelled, as their CleanupPolicy says) kept, by namespace and phase.",
+	}, []string{"namespace", "phase"})
+
+	// ZombieOldestAge is the age of the oldest zombie, by namespace.
+	ZombieOldestAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "arbiter_zombie_oldest_age_seconds",
+		Help: "Age of the oldest zombie operation since it completed, by namespace.",
+	}, []string{"namespace"})
+
+	// CleanupTotal counts cleanup attempts.
+	CleanupTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "arbiter_cleanup_total",
+		Help: "Cleanup attempts by namespace, strategy and result (success, failure, dryrun).",
+	}, []string{"namespace", "strategy", "result"})
+
+	// CleanupLatency observes the time from completedAt until an operation was removed.
+	CleanupLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "arbiter_cleanup_latency_seconds",
+		Help:    "Time from an operation's completedAt until arbiter removed it, by strategy.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 4, 12),
+	}, []string{"strategy"})
+)
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(Zombies, ZombieOldestAge, CleanupTotal, CleanupLatency)
+}

@@ -52,7 +52,7 @@ var _ = Describe("Operations applied with kubectl", Ordered, func() {
 
 		after, err := kubectl("get", "account", "-n", "bank", "alice", "-o", "jsonpath={.spec.balance}")
 		Expect(err).NotTo(HaveOccurred())
-		Expect(atoi(after) - atoi(before)).To(Equal(10), "only the priority-10 credit of 10 applied")
+		Expect(atoi(after)-atoi(before)).To(Equal(10), "only the priority-10 credit of 10 applied")
 	})
 
 	It("reports outcomes in the manager's metrics", func() {
