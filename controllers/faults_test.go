@@ -41,18 +41,29 @@ type faultInjector struct {
 	conflictsOnRollback map[string]bool
 	// blockSucceeded holds operations whose Succeeded status is refused.
 	blockSucceeded map[string]bool
+	// allowedBeforeConflicts[uid] is how many more writes applying the
+	// operation pass before all others get a 409.
+	allowedBeforeConflicts map[string]int
 	// applyWrites counts the manager's target writes, by operation UID.
 	applyWrites map[string]int
 }
 
 func newFaultInjector() *faultInjector {
-	return &faultInjector{conflictsOnApply: map[string]int{}, conflictsOnRollback: map[string]bool{}, blockSucceeded: map[string]bool{}, applyWrites: map[string]int{}}
+	return &faultInjector{conflictsOnApply: map[string]int{}, conflictsOnRollback: map[string]bool{}, blockSucceeded: map[string]bool{}, applyWrites: map[string]int{}, allowedBeforeConflicts: map[string]int{}}
 }
 
 func (f *faultInjector) conflictOnApply(uid string, times int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.conflictsOnApply[uid] = times
+}
+
+// conflictAfter lets the first allowed writes applying uid through, then
+// answers every later one with a 409: partial work on a multi-target operation.
+func (f *faultInjector) conflictAfter(uid string, allowed int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.allowedBeforeConflicts[uid] = allowed
 }
 
 func (f *faultInjector) conflictOnRollback(uid string) {
@@ -73,6 +84,7 @@ func (f *faultInjector) clear(uid string) {
 	delete(f.conflictsOnApply, uid)
 	delete(f.conflictsOnRollback, uid)
 	delete(f.blockSucceeded, uid)
+	delete(f.allowedBeforeConflicts, uid)
 }
 
 func applied(raw []byte) []string {
@@ -112,6 +124,12 @@ func (f *faultInjector) handleTargetWrite(_ context.Context, req admission.Reque
 				f.conflictsOnApply[uid] = n - 1
 			}
 			return conflict()
+		}
+		if n, ok := f.allowedBeforeConflicts[uid]; ok {
+			if n == 0 {
+				return conflict()
+			}
+			f.allowedBeforeConflicts[uid] = n - 1
 		}
 		f.applyWrites[uid]++
 	}

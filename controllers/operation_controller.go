@@ -291,8 +291,6 @@ func (r *OperationReconciler) stage(ctx context.Context, op *arbiterv1alpha1.Con
 	// finalizer, so that deleting it rolls the work back first.
 	if len(op.Spec.Targets) > 1 && controllerutil.AddFinalizer(op, arbiterv1alpha1.CleanupFinalizer) {
 		if err := r.Client.Update(ctx, op); err != nil {
-			r.Arbiter.Forget(id)
-			r.nudge()
 			return ctrl.Result{}, fmt.Errorf("adding the cleanup finalizer: %w", err)
 		}
 	}
@@ -304,8 +302,8 @@ func (r *OperationReconciler) stage(ctx context.Context, op *arbiterv1alpha1.Con
 	s.Message = fmt.Sprintf("Won staging among %d operations; applying", max(v.BatchSize, 1))
 	r.setStaged(op)
 	if err := r.Client.Status().Patch(ctx, op, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
-		r.Arbiter.Forget(id)
-		r.nudge()
+		// The win stands (the verdict is kept until settled): the next
+		// reconcile, on a fresher copy, records it.
 		return ctrl.Result{}, fmt.Errorf("recording executing status: %w", err)
 	}
 	if v.BatchSize > 0 {
@@ -326,7 +324,10 @@ func (r *OperationReconciler) execute(ctx context.Context, op *arbiterv1alpha1.C
 	}
 	grace := durationOr(op.Spec.GracePeriod, time.Second)
 	// Normally already held; after a restart, recover() registered it.
-	r.Arbiter.Hold(contender(op, op.Status.EffectivePriority, stagedAt(op)), started, grace)
+	if !r.Arbiter.Hold(contender(op, op.Status.EffectivePriority, stagedAt(op)), started, grace) {
+		// Another operation holds a target: never two executors at once.
+		return ctrl.Result{RequeueAfter: notReadyRetry}, nil
+	}
 	deadline := op.CreationTimestamp.Add(durationOr(op.Spec.Timeout, 30*time.Second))
 
 	var params []byte

@@ -64,7 +64,9 @@ func BackoffFor(occ arbiterv1alpha1.OCCSpec) Backoff {
 func (b Backoff) Delay(n int) time.Duration {
 	d := float64(b.Base) * math.Pow(b.Factor, float64(n))
 	d *= 0.8 + 0.4*rand.Float64() //nolint:gosec // jitter, not security
-	return min(time.Duration(d), b.Max)
+	// Capped as a float: past about 70 retries the product overflows a
+	// Duration.
+	return time.Duration(min(d, float64(b.Max)))
 }
 
 // Request is one execution of an operation.
@@ -134,11 +136,10 @@ func (e *Executor) Execute(ctx context.Context, req Request) (Result, error) {
 			res.Targets = append(res.Targets, tr)
 			continue
 		}
-		if err != nil && len(res.Targets) == 0 {
+		if err != nil {
+			// Transient: the write may even have landed. Executing again
+			// finds the targets that record the operation and goes on.
 			return res, err
-		}
-		if f == nil {
-			f = failure(arbiterv1alpha1.ReasonRollbackFailed, "%v", err)
 		}
 		res.Failure = e.rollBack(ctx, req, &res, f)
 		return res, nil
@@ -182,8 +183,15 @@ func (e *Executor) applyTarget(ctx context.Context, req Request, t *arbiterv1alp
 		if err := utiljson.Unmarshal(after, &updated.Object); err != nil {
 			return tr, failure(arbiterv1alpha1.ReasonInvalidMutation, "%s: result is not an object: %v", name, err), nil
 		}
+		if updated.GetAnnotations()[arbiterv1alpha1.AppliedAnnotation] != obj.GetAnnotations()[arbiterv1alpha1.AppliedAnnotation] {
+			return tr, failure(arbiterv1alpha1.ReasonInvalidMutation, "%s: a mutation must not change the %s annotation",
+				name, arbiterv1alpha1.AppliedAnnotation), nil
+		}
 		// The write is conditional on what was read, whatever the mutation did.
 		updated.SetResourceVersion(obj.GetResourceVersion())
+		// What the operation itself wrote, for a rollback: the record is
+		// arbiter's bookkeeping, added after.
+		changes := diff(obj.Object, updated.Object)
 		recordApplied(updated, req.UID)
 
 		if f := req.Stop(); f != nil {
@@ -192,8 +200,7 @@ func (e *Executor) applyTarget(ctx context.Context, req Request, t *arbiterv1alp
 		res.Attempts++
 		err = e.Writer.Update(ctx, updated)
 		if err == nil {
-			tr.ResourceVersionAfter, tr.Applied = updated.GetResourceVersion(), true
-			tr.changes = diff(obj.Object, updated.Object)
+			tr.ResourceVersionAfter, tr.Applied, tr.changes = updated.GetResourceVersion(), true, changes
 			return tr, nil, nil
 		}
 		if !apierrors.IsConflict(err) {

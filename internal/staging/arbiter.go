@@ -87,6 +87,10 @@ func (a *Arbiter) target(k Key) *target {
 func (a *Arbiter) Offer(c Contender, window time.Duration, now time.Time) Verdict {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if m, ok := a.members[c.ID]; ok && m.c.UID != c.UID {
+		// A new operation under the name of one that was deleted.
+		a.forget(m)
+	}
 	if m, ok := a.members[c.ID]; ok {
 		v := Verdict{Kind: Wait}
 		switch {
@@ -128,12 +132,16 @@ func (a *Arbiter) Requeue(c Contender) {
 func (a *Arbiter) Hold(c Contender, started time.Time, grace time.Duration) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	m, ok := a.members[c.ID]
+	if ok && m.c.UID != c.UID {
+		a.forget(m)
+		ok = false
+	}
 	for _, k := range c.Targets {
 		if h := a.target(k).holder; h != "" && h != c.ID {
 			return false
 		}
 	}
-	m, ok := a.members[c.ID]
 	if !ok {
 		m = &member{c: c}
 		a.members[c.ID] = m

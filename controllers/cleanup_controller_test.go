@@ -1,0 +1,363 @@
+package controllers
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clientevents "k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/test/util"
+)
+
+func createPolicy(ns, name string, mutate func(*arbiterv1alpha1.CleanupPolicySpec)) *arbiterv1alpha1.CleanupPolicy {
+	GinkgoHelper()
+	p := &arbiterv1alpha1.CleanupPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	if mutate != nil {
+		mutate(&p.Spec)
+	}
+	Expect(k8sClient.Create(ctx, p)).To(Succeed())
+	return p
+}
+
+// rejectedOn makes n operations contend for one account in one batch and
+// returns the rejected ones once they are recorded, and the winner.
+func rejectedOn(ns, account string, n int, labels map[string]string) (losers []*arbiterv1alpha1.ConflictResolutionOperation, winner *arbiterv1alpha1.ConflictResolutionOperation) {
+	GinkgoHelper()
+	var ops []*arbiterv1alpha1.ConflictResolutionOperation
+	for i := range n + 1 {
+		op := credit(ns, fmt.Sprintf("%s-%d-%d", account, time.Now().UnixNano()%100000, i), int32(i%10+1), 1, account)
+		op.Labels = labels
+		op.Spec.Staging.Window = duration(time.Second)
+		ops = append(ops, op)
+	}
+	create(ops...)
+	Eventually(func(g Gomega) {
+		losers, winner = nil, nil
+		for _, op := range ops {
+			got := &arbiterv1alpha1.ConflictResolutionOperation{}
+			err := k8sClient.Get(ctx, client.ObjectKeyFromObject(op), got)
+			if apierrors.IsNotFound(err) { // already cleaned
+				losers = append(losers, op)
+				continue
+			}
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(got.Status.Phase.IsTerminal()).To(BeTrue())
+			if got.Status.Phase == arbiterv1alpha1.PhaseSucceeded {
+				winner = got
+			} else {
+				losers = append(losers, got)
+			}
+		}
+	}, util.LongTimeout, util.Interval).Should(Succeed())
+	return losers, winner
+}
+
+func exists(op client.Object) bool {
+	GinkgoHelper()
+	err := k8sClient.Get(ctx, client.ObjectKeyFromObject(op), &arbiterv1alpha1.ConflictResolutionOperation{})
+	if apierrors.IsNotFound(err) {
+		return false
+	}
+	Expect(err).NotTo(HaveOccurred())
+	return true
+}
+
+func policyStatus(p *arbiterv1alpha1.CleanupPolicy) arbiterv1alpha1.CleanupPolicyStatus {
+	GinkgoHelper()
+	got := &arbiterv1alpha1.CleanupPolicy{}
+	Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), got)).To(Succeed())
+	return got.Status
+}
+
+var _ = Describe("Cleanup", func() {
+	It("Immediate: writes the Rejected status first, then removes the zombie", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 0)
+		createPolicy(ns, "immediate", func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Strategy = arbiterv1alpha1.CleanupImmediate })
+		wc, err := client.NewWithWatch(testEnv.Config, client.Options{Scheme: testScheme})
+		Expect(err).NotTo(HaveOccurred())
+		w, err := wc.Watch(ctx, &arbiterv1alpha1.ConflictResolutionOperationList{}, client.InNamespace(ns))
+		Expect(err).NotTo(HaveOccurred())
+		defer w.Stop()
+
+		loser := credit(ns, "loser", 1, 1, "alice")
+		winner := credit(ns, "winner", 9, 1, "alice")
+		for _, op := range []*arbiterv1alpha1.ConflictResolutionOperation{loser, winner} {
+			op.Spec.Staging.Window = duration(time.Second)
+		}
+		create(loser, winner)
+
+		var seen []string
+		Eventually(func(g Gomega) {
+			for {
+				select {
+				case e := <-w.ResultChan():
+					if op, ok := e.Object.(*arbiterv1alpha1.ConflictResolutionOperation); ok && op.Name == "loser" {
+						seen = append(seen, fmt.Sprintf("%s:%s", e.Type, op.Status.Phase))
+					}
+					continue
+				default:
+				}
+				break
+			}
+			g.Expect(seen).To(ContainElement("DELETED:Rejected"))
+		}, util.LongTimeout, util.Interval).Should(Succeed())
+		Expect(seen).To(ContainElement("MODIFIED:Rejected"), "the Rejected status was observable before the delete")
+		Expect(exists(winner)).To(BeTrue(), "Succeeded operations are kept")
+		Eventually(func(g Gomega) {
+			g.Expect(policyStatus(&arbiterv1alpha1.CleanupPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "immediate"}}).CleanedTotal).To(BeEquivalentTo(1))
+		}, util.Timeout, util.Interval).Should(Succeed())
+	})
+
+	It("Immediate: removes 1000 rejected operations, every one", func() {
+		ns := newNamespace()
+		p := createPolicy(ns, "immediate", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.Strategy = arbiterv1alpha1.CleanupImmediate
+			s.MaxDeletionsPerSecond = 1000
+		})
+		// Six operations per target: even if slow creation split a target's
+		// operations over two batches, at least four of six lose.
+		const targets, perTarget = 250, 6
+		var wg sync.WaitGroup
+		for t := range targets {
+			wg.Go(func() {
+				defer GinkgoRecover()
+				createAccount(ns, fmt.Sprintf("acct-%d", t), 0)
+				for i := range perTarget {
+					op := credit(ns, fmt.Sprintf("op-%d-%d", t, i), int32(i+1), 1, fmt.Sprintf("acct-%d", t))
+					op.Spec.Staging.Window = duration(5 * time.Second)
+					create(op)
+				}
+			})
+		}
+		wg.Wait()
+		start := time.Now()
+		var succeeded int
+		Eventually(func(g Gomega) {
+			var list arbiterv1alpha1.ConflictResolutionOperationList
+			g.Expect(k8sClient.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+			succeeded = 0
+			for _, op := range list.Items {
+				g.Expect(op.Status.Phase).To(Equal(arbiterv1alpha1.PhaseSucceeded), "%s is still here", op.Name)
+				succeeded++
+			}
+			g.Expect(policyStatus(p).CleanedTotal).To(BeEquivalentTo(targets*perTarget - succeeded))
+		}, 3*util.LongTimeout, 500*time.Millisecond).Should(Succeed())
+		Expect(targets*perTarget - succeeded).To(BeNumerically(">=", 1000))
+		fmt.Fprintf(GinkgoWriter, "%d rejected operations removed; all gone %s after the last was created\n",
+			targets*perTarget-succeeded, time.Since(start).Round(time.Second))
+	})
+
+	It("Deferred: keeps a zombie for its retention, then removes it", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 0)
+		createPolicy(ns, "deferred", func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Retention = duration(3 * time.Second) })
+		losers, _ := rejectedOn(ns, "alice", 1, nil)
+		zombie := get(losers[0])
+		expires := zombie.Status.CompletedAt.Add(3 * time.Second)
+
+		Consistently(func() bool { return exists(zombie) }, time.Until(expires)-300*time.Millisecond, util.Interval).Should(BeTrue())
+		Eventually(func() bool { return exists(zombie) }, util.Timeout, util.Interval).Should(BeFalse())
+		Expect(time.Now()).To(BeTemporally(">=", expires))
+	})
+
+	It("Lazy: keeps zombies until a new operation meets their target, then removes those older than the retention", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 0)
+		createAccount(ns, "bob", 0)
+		createPolicy(ns, "lazy", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.Strategy = arbiterv1alpha1.CleanupLazy
+			s.Retention = duration(time.Second)
+		})
+		onAlice, _ := rejectedOn(ns, "alice", 2, nil)
+		onBob, _ := rejectedOn(ns, "bob", 1, nil)
+
+		// Past their retention, nothing removes them: no timer runs.
+		Consistently(func() bool { return exists(onAlice[0]) && exists(onAlice[1]) && exists(onBob[0]) },
+			2*time.Second, util.Interval).Should(BeTrue())
+
+		create(credit(ns, "meets-alice", 5, 1, "alice"))
+		Eventually(func() bool { return exists(onAlice[0]) || exists(onAlice[1]) }, util.Timeout, util.Interval).Should(BeFalse())
+		Expect(exists(onBob[0])).To(BeTrue(), "bob's zombie was not met")
+	})
+
+	It("historyLimit: keeps at most that many zombies per target, removing the oldest", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 0)
+		createPolicy(ns, "history", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.Retention = duration(time.Hour)
+			s.HistoryLimit = ptr.To[int32](2)
+		})
+		var zombies []*arbiterv1alpha1.ConflictResolutionOperation
+		for range 4 {
+			losers, _ := rejectedOn(ns, "alice", 1, nil)
+			zombies = append(zombies, losers...)
+		}
+		Eventually(func(g Gomega) {
+			for i, z := range zombies {
+				err := k8sClient.Get(ctx, client.ObjectKeyFromObject(z), &arbiterv1alpha1.ConflictResolutionOperation{})
+				if i < 2 {
+					g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "%s (old) should be gone", z.Name)
+				} else {
+					g.Expect(err).NotTo(HaveOccurred(), "%s (among the newest 2) should be kept", z.Name)
+				}
+			}
+		}, util.LongTimeout, util.Interval).Should(Succeed())
+	})
+
+	It("succeededRetention: removes Succeeded operations after it; without it they are kept", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 0)
+		createPolicy(ns, "ttl", func(s *arbiterv1alpha1.CleanupPolicySpec) { s.SucceededRetention = duration(time.Second) })
+		op := credit(ns, "done", 5, 1, "alice")
+		create(op)
+		eventuallyPhase(op, arbiterv1alpha1.PhaseSucceeded)
+		Eventually(func() bool { return exists(op) }, util.Timeout, util.Interval).Should(BeFalse())
+
+		ns2 := newNamespace()
+		createAccount(ns2, "alice", 0)
+		createPolicy(ns2, "no-ttl", func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Strategy = arbiterv1alpha1.CleanupImmediate })
+		kept := credit(ns2, "done", 5, 1, "alice")
+		create(kept)
+		eventuallyPhase(kept, arbiterv1alpha1.PhaseSucceeded)
+		Consistently(func() bool { return exists(kept) }, 2*time.Second, util.Interval).Should(BeTrue())
+	})
+
+	It("selector: governs only the operations it selects", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 0)
+		createAccount(ns, "bob", 0)
+		createPolicy(ns, "audit-only", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.Strategy = arbiterv1alpha1.CleanupImmediate
+			s.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"team": "audit"}}
+		})
+		selected, _ := rejectedOn(ns, "alice", 1, map[string]string{"team": "audit"})
+		other, _ := rejectedOn(ns, "bob", 1, nil)
+		Eventually(func() bool { return exists(selected[0]) }, util.Timeout, util.Interval).Should(BeFalse())
+		Consistently(func() bool { return exists(other[0]) }, time.Second, util.Interval).Should(BeTrue())
+	})
+
+	It("overlapping policies: the oldest governs, the others say so", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 0)
+		createPolicy(ns, "first", func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Strategy = arbiterv1alpha1.CleanupImmediate })
+		// Created after "first", or in the same second (creationTimestamp has a
+		// one-second resolution) and then ordered after it by name.
+		second := createPolicy(ns, "second", func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Retention = duration(time.Hour) })
+		losers, _ := rejectedOn(ns, "alice", 1, nil)
+		Eventually(func() bool { return exists(losers[0]) }, util.Timeout, util.Interval).Should(BeFalse(), "first (Immediate) governs")
+		Eventually(func(g Gomega) {
+			c := meta.FindStatusCondition(policyStatus(second).Conditions, arbiterv1alpha1.PolicyOverlapping)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Status).To(Equal(metav1.ConditionTrue))
+			g.Expect(c.Message).To(ContainSubstring("first"))
+		}, util.Timeout, util.Interval).Should(Succeed())
+	})
+
+	It("dryRun: reports what it would remove and removes nothing", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 0)
+		p := createPolicy(ns, "dry", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.Strategy = arbiterv1alpha1.CleanupImmediate
+			s.DryRun = true
+		})
+		losers, _ := rejectedOn(ns, "alice", 1, nil)
+		Eventually(func(g Gomega) {
+			g.Expect(events(ns, losers[0].Name, corev1.EventTypeNormal)).To(ContainElement(HavePrefix("WouldClean:")))
+			g.Expect(policyStatus(p).CleanedTotal).To(BeEquivalentTo(1))
+		}, util.Timeout, util.Interval).Should(Succeed())
+		Consistently(func() bool { return exists(losers[0]) }, time.Second, util.Interval).Should(BeTrue())
+	})
+
+	It("never deletes an operation that changed since it was judged", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 0)
+		// Judged under a Deferred policy with a long retention, so that
+		// only the call below could delete it.
+		p := createPolicy(ns, "slow", func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Retention = duration(time.Hour) })
+		losers, _ := rejectedOn(ns, "alice", 1, nil)
+		judged := get(losers[0])
+
+		changed := judged.DeepCopy()
+		changed.Labels = map[string]string{"keep": "for-audit"}
+		Expect(k8sClient.Update(ctx, changed)).To(Succeed())
+
+		cleaner := &CleanupReconciler{Client: k8sClient, APIReader: k8sClient, Recorder: clientevents.NewFakeRecorder(10),
+			trackers: map[client.ObjectKey]*policyTracker{}}
+		Expect(cleaner.remove(ctx, p, judged, "test")).To(Succeed())
+		Expect(exists(judged)).To(BeTrue())
+
+		// Judged afresh, the same call deletes it.
+		Expect(cleaner.remove(ctx, p, get(judged), "test")).To(Succeed())
+		Expect(exists(judged)).To(BeFalse())
+	})
+
+	It("health: Degraded above maxZombies", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 0)
+		p := createPolicy(ns, "keep", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.Retention = duration(time.Hour)
+			s.Health.MaxZombies = ptr.To[int32](2)
+		})
+		rejectedOn(ns, "alice", 3, nil)
+		Eventually(func(g Gomega) {
+			s := policyStatus(p)
+			g.Expect(s.Zombies).To(BeEquivalentTo(3))
+			g.Expect(s.Health).To(Equal(arbiterv1alpha1.HealthDegraded))
+			g.Expect(s.Issues).To(ContainElement("High zombie count: 3 (threshold 2)"))
+			g.Expect(meta.IsStatusConditionFalse(s.Conditions, arbiterv1alpha1.PolicyHealthy)).To(BeTrue())
+			g.Expect(s.LastSweepTime).NotTo(BeNil())
+		}, util.Timeout, util.Interval).Should(Succeed())
+	})
+
+	It("health: Unhealthy when deletions fail", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 0)
+		p := createPolicy(ns, "failing", func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Strategy = arbiterv1alpha1.CleanupImmediate })
+		losers, _ := rejectedOn(ns, "alice", 1, map[string]string{UndeletableLabel: "true"})
+		Eventually(func(g Gomega) {
+			s := policyStatus(p)
+			g.Expect(s.Health).To(Equal(arbiterv1alpha1.HealthUnhealthy))
+			g.Expect(s.CleanupFailuresTotal).To(BeNumerically(">", 0))
+			g.Expect(s.CleanupFailureRatePercent).To(BeEquivalentTo(100))
+			g.Expect(events(ns, losers[0].Name, corev1.EventTypeWarning)).To(ContainElement(HavePrefix("CleanupFailed:")))
+		}, util.LongTimeout, util.Interval).Should(Succeed())
+		// Let the suite's namespace cleanup delete it.
+		u := get(losers[0])
+		delete(u.Labels, UndeletableLabel)
+		Expect(k8sClient.Update(ctx, u)).To(Succeed())
+	})
+
+	It("rolls back partial work through the finalizer when an executing operation is deleted", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 100)
+		createAccount(ns, "bob", 100)
+		op := operation(ns, "two-legs", 5, 10, accountTarget("alice", creditExpression), accountTarget("bob", creditExpression))
+		op.Spec.Staging.Window = duration(500 * time.Millisecond)
+		op.Spec.OCC.MaxRetries = ptr.To[int32](100)
+		op.Spec.OCC.MaxDelay = duration(100 * time.Millisecond)
+		create(op)
+		uid := string(get(op).UID)
+		faults.conflictAfter(uid, 1) // alice's leg lands, bob's meets contention
+		DeferCleanup(faults.clear, uid)
+
+		Eventually(func() int64 { return balanceOf(ns, "alice") }, util.LongTimeout, util.Interval).Should(BeEquivalentTo(110))
+		Expect(get(op).Finalizers).To(ContainElement(arbiterv1alpha1.CleanupFinalizer))
+		Expect(k8sClient.Delete(ctx, op)).To(Succeed())
+
+		Eventually(func() bool { return exists(op) }, util.LongTimeout, util.Interval).Should(BeFalse())
+		Expect(balanceOf(ns, "alice")).To(BeEquivalentTo(100), "alice's leg was rolled back")
+		Expect(balanceOf(ns, "bob")).To(BeEquivalentTo(100))
+		Expect(getAccount(ns, "alice").GetAnnotations()).NotTo(HaveKey(arbiterv1alpha1.AppliedAnnotation))
+	})
+})
