@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"os"
+	"os/exec"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 
 	"github.com/arbiter-dev/arbiter/test/util"
 )
@@ -76,3 +79,51 @@ func atoi(s string) int {
 	}
 	return n
 }
+
+var _ = Describe("Uninstalling after the manager is gone", func() {
+	It("leaves no operation stuck in Terminating once hack/remove-finalizers.sh has run", func() {
+		manager.stop()
+		defer func() { manager = startManager() }()
+
+		// Without the manager its webhook cannot admit operations; an
+		// uninstall has removed it anyway.
+		webhooks := &admissionregistrationv1.ValidatingWebhookConfigurationList{}
+		Expect(k8sClient.List(ctx, webhooks)).To(Succeed())
+		for i := range webhooks.Items {
+			w := &webhooks.Items[i]
+			Expect(k8sClient.Delete(ctx, w)).To(Succeed())
+			DeferCleanup(func() {
+				w.ResourceVersion, w.UID = "", ""
+				Expect(k8sClient.Create(ctx, w)).To(Succeed())
+			})
+		}
+
+		_, err := kubectlWithInput(`
+apiVersion: v1
+kind: Namespace
+metadata: {name: uninstall}
+---
+apiVersion: arbiter.dev/v1alpha1
+kind: ConflictResolutionOperation
+metadata: {name: held, namespace: uninstall, finalizers: [arbiter.dev/cleanup]}
+spec:
+  function: update-account
+  targets: [{apiVersion: bank.example.com/v1, kind: Account, name: alice, mergePatch: {spec: {frozen: true}}}]
+`, "create", "-f", "-")
+		Expect(err).NotTo(HaveOccurred())
+		_, err = kubectl("delete", "cro", "-n", "uninstall", "held", "--wait=false")
+		Expect(err).NotTo(HaveOccurred())
+		out, err := kubectl("get", "cro", "-n", "uninstall", "held", "-o", "jsonpath={.metadata.deletionTimestamp}")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).NotTo(BeEmpty(), "held in Terminating by its finalizer")
+
+		script := exec.Command("bash", util.Path("hack", "remove-finalizers.sh"))
+		script.Env = append(os.Environ(), "KUBECTL="+kubectlBin, "KUBECONFIG="+kubeconfig)
+		output, err := script.CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(output))
+		Eventually(func() error {
+			_, err := kubectl("get", "cro", "-n", "uninstall", "held")
+			return err
+		}, util.Timeout, util.Interval).Should(MatchError(ContainSubstring("NotFound")))
+	})
+})
