@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/internal/authz"
 	"github.com/arbiter-dev/arbiter/internal/execute"
 	"github.com/arbiter-dev/arbiter/internal/metrics"
 	"github.com/arbiter-dev/arbiter/internal/staging"
@@ -45,7 +46,9 @@ type OperationReconciler struct {
 	Recorder  recorder.EventRecorder
 	Arbiter   *staging.Arbiter
 	Executor  *execute.Executor
-	Workers   int
+	// Authz reviews each operation's requester before it may be staged.
+	Authz   *authz.Checker
+	Workers int
 	// Meet, when set, is told of every operation staged, so that lazy
 	// cleanup can remove old zombies of the same targets.
 	Meet func(*arbiterv1alpha1.ConflictResolutionOperation)
@@ -102,6 +105,7 @@ func NewOperationReconciler(mgr ctrl.Manager, workers int) *OperationReconciler 
 		// Targets are read from the API server, never the cache: a decision
 		// on a stale read would only meet a 409.
 		Executor: &execute.Executor{Reader: mgr.GetAPIReader(), Writer: client.WithFieldOwner(mgr.GetClient(), "arbiter")},
+		Authz:    &authz.Checker{Client: mgr.GetClient(), Mapper: mgr.GetRESTMapper()},
 		Workers:  workers,
 	}
 }
@@ -252,6 +256,23 @@ func (r *OperationReconciler) stage(ctx context.Context, op *arbiterv1alpha1.Con
 		return ctrl.Result{}, err
 	}
 
+	// Only an operation its requester may carry out enters a batch: a
+	// forbidden one must never win, nor make anyone else lose.
+	if op.Status.Phase != arbiterv1alpha1.PhaseQueued {
+		if err := r.Authz.Check(ctx, op); err != nil {
+			var denied *authz.Denied
+			switch {
+			case errors.As(err, &denied):
+				r.Arbiter.Forget(id)
+				return ctrl.Result{}, r.finish(ctx, op, arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonForbidden, denied.Message, nil)
+			case meta.IsNoMatchError(err):
+				r.Arbiter.Forget(id)
+				return ctrl.Result{}, r.finish(ctx, op, arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonTargetNotFound,
+					fmt.Sprintf("%v: the kind is not served by the API server", err), nil)
+			}
+			return ctrl.Result{}, err
+		}
+	}
 	c := contender(op, priority, stagedAt(op))
 	v := r.Arbiter.Offer(c, durationOr(op.Spec.Staging.Window, 100*time.Millisecond), now)
 	r.nudge()

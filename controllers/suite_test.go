@@ -76,6 +76,8 @@ var _ = BeforeSuite(func() {
 
 	startFaultInjector()
 	stopManager = startManager()
+	Expect(util.InstallAdmission(ctx, k8sClient)).To(Succeed())
+	Eventually(func() (bool, error) { return util.RequestedByStamped(ctx, k8sClient) }, util.Timeout, util.Interval).Should(BeTrue())
 })
 
 var _ = AfterSuite(func() {

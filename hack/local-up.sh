@@ -50,6 +50,8 @@ else
   wait_for "Control plane" 120 $LOCAL/controlplane.pid test -s $KUBECONFIG_FILE
   echo "Control plane started (pid $(cat $LOCAL/controlplane.pid))"
 fi
+# The policy that stamps spec.requestedBy on every new operation.
+"$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" apply -k config/admission >/dev/null
 
 if [ "$MANAGER" != "true" ]; then
   echo "Manager not started (MANAGER=$MANAGER). Run it yourself:"
@@ -62,6 +64,23 @@ else
   echo $! >$LOCAL/manager.pid
   wait_for "Manager" 60 $LOCAL/manager.pid curl -sf "http://$PROBE_ADDR/readyz"
   echo "Manager started (pid $(cat $LOCAL/manager.pid)); metrics at http://$METRICS_ADDR/metrics"
+fi
+
+# A new admission policy takes about a second to act: wait until a dry run
+# of an operation comes back stamped with its requester.
+stamped() {
+  [ -n "$("$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" create --dry-run=server -o 'jsonpath={.spec.requestedBy.username}' -f - 2>/dev/null <<'PROBE'
+apiVersion: arbiter.dev/v1alpha1
+kind: ConflictResolutionOperation
+metadata: {generateName: probe-, namespace: default}
+spec:
+  function: probe
+  targets: [{apiVersion: v1, kind: ConfigMap, name: probe, mergePatch: {data: {}}}]
+PROBE
+)" ]
+}
+if [ "$MANAGER" = "true" ]; then
+  wait_for "The requestedBy admission policy" 30 $LOCAL/manager.pid stamped
 fi
 
 echo

@@ -74,6 +74,8 @@ var _ = BeforeSuite(func() {
 	Expect(os.WriteFile(kubeconfig, testEnv.KubeConfig, 0o600)).To(Succeed())
 
 	manager = startManager()
+	Expect(util.InstallAdmission(ctx, k8sClient)).To(Succeed())
+	Eventually(func() (bool, error) { return util.RequestedByStamped(ctx, k8sClient) }, util.Timeout, util.Interval).Should(BeTrue())
 })
 
 var _ = AfterSuite(func() {

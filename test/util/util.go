@@ -3,11 +3,23 @@
 package util
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 )
 
 const (
@@ -59,4 +71,46 @@ func CRDDirs() []string {
 // envtest installs pointing at a local webhook server with fresh certificates.
 func WebhookManifests() []string {
 	return []string{Path("config", "webhook", "manifests.yaml")}
+}
+
+// InstallAdmission creates the admission policies of config/admission (the
+// one that stamps spec.requestedBy), as `make up` and `make deploy` do.
+// A new policy takes about a second to act: callers wait for it with
+// RequestedByStamped.
+func InstallAdmission(ctx context.Context, c client.Client) error {
+	raw, err := os.ReadFile(Path("config", "admission", "requested_by.yaml"))
+	if err != nil {
+		return err
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		if err := c.Create(ctx, u); err != nil {
+			return fmt.Errorf("creating %s %s: %w", u.GetKind(), u.GetName(), err)
+		}
+	}
+}
+
+// RequestedByStamped reports whether the admission policy stamps
+// spec.requestedBy yet, with a server-side dry run of a probe operation.
+func RequestedByStamped(ctx context.Context, c client.Client) (bool, error) {
+	op := &arbiterv1alpha1.ConflictResolutionOperation{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "probe-", Namespace: "default"},
+		Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{Function: "probe", Targets: []arbiterv1alpha1.Target{{
+			APIVersion: "v1", Kind: "ConfigMap", Name: "probe", MergePatch: &apiextensionsv1.JSON{Raw: []byte(`{"data":{}}`)},
+		}}},
+	}
+	if err := c.Create(ctx, op, client.DryRunAll); err != nil {
+		return false, err
+	}
+	return op.Spec.RequestedBy != nil, nil
 }

@@ -1,0 +1,121 @@
+// Package authz answers whether an operation's requester may do to a target
+// what the operation asks arbiter to do: arbiter must never be a confused
+// deputy that changes, for anyone allowed to create an operation, whatever
+// the operator itself may change.
+package authz
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+)
+
+// Verbs an operation needs on each target: arbiter reads it, then updates it.
+var Verbs = []string{"get", "update"}
+
+// decisionTTL is how long an answer is reused: a storm of operations from
+// one requester on one target costs one review per verb, and a revoked
+// permission takes effect within it.
+const decisionTTL = 10 * time.Second
+
+// Denied is a requester who may not do something to a target.
+type Denied struct {
+	Message string
+}
+
+func (d *Denied) Error() string { return d.Message }
+
+// Checker runs SubjectAccessReviews as an operation's requester.
+type Checker struct {
+	Client client.Client
+	Mapper meta.RESTMapper
+
+	mu    sync.Mutex
+	cache map[string]cached
+}
+
+type cached struct {
+	allowed bool
+	reason  string
+	at      time.Time
+}
+
+// Check returns nil when the requester may get and update every target, a
+// *Denied naming the first verb and target refused, a *meta.NoKindMatchError
+// (wrapped) for a kind the API server does not serve, or another error when
+// the review could not be made.
+func (c *Checker) Check(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) error {
+	who := op.Spec.RequestedBy
+	if who == nil || who.Username == "" {
+		return &Denied{Message: "spec.requestedBy is not set, so arbiter cannot act for anyone (fail closed); " +
+			"the arbiter-requested-by MutatingAdmissionPolicy stamps it at creation"}
+	}
+	for _, t := range op.Spec.Targets {
+		gv, err := schema.ParseGroupVersion(t.APIVersion)
+		if err != nil {
+			return fmt.Errorf("target apiVersion %q: %w", t.APIVersion, err)
+		}
+		mapping, err := c.Mapper.RESTMapping(gv.WithKind(t.Kind).GroupKind(), gv.Version)
+		if err != nil {
+			return fmt.Errorf("%s %s/%s: %w", t.Kind, op.Namespace, t.Name, err)
+		}
+		for _, verb := range Verbs {
+			attrs := authorizationv1.ResourceAttributes{Namespace: op.Namespace, Verb: verb,
+				Group: mapping.Resource.Group, Version: mapping.Resource.Version, Resource: mapping.Resource.Resource, Name: t.Name}
+			allowed, reason, err := c.review(ctx, who, attrs)
+			if err != nil {
+				return err
+			}
+			if !allowed {
+				msg := fmt.Sprintf("User %q may not %s %s %s/%s", who.Username, verb, t.Kind, op.Namespace, t.Name)
+				if reason != "" {
+					msg += ": " + reason
+				}
+				return &Denied{Message: msg}
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Checker) review(ctx context.Context, who *arbiterv1alpha1.RequesterInfo, attrs authorizationv1.ResourceAttributes) (bool, string, error) {
+	groups := slices.Clone(who.Groups)
+	slices.Sort(groups)
+	key := strings.Join([]string{who.Username, who.UID, strings.Join(groups, ","), fmt.Sprint(who.Extra),
+		attrs.Verb, attrs.Group, attrs.Resource, attrs.Namespace, attrs.Name}, "\x00")
+	now := time.Now()
+	c.mu.Lock()
+	if d, ok := c.cache[key]; ok && now.Sub(d.at) < decisionTTL {
+		c.mu.Unlock()
+		return d.allowed, d.reason, nil
+	}
+	c.mu.Unlock()
+
+	extra := make(map[string]authorizationv1.ExtraValue, len(who.Extra))
+	for k, v := range who.Extra {
+		extra[k] = v
+	}
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User: who.Username, UID: who.UID, Groups: who.Groups, Extra: extra, ResourceAttributes: &attrs,
+	}}
+	if err := c.Client.Create(ctx, sar); err != nil {
+		return false, "", fmt.Errorf("reviewing %s %s/%s for %s: %w", attrs.Verb, attrs.Resource, attrs.Name, who.Username, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cache == nil || len(c.cache) > 10000 {
+		c.cache = map[string]cached{}
+	}
+	c.cache[key] = cached{allowed: sar.Status.Allowed, reason: sar.Status.Reason, at: now}
+	return sar.Status.Allowed, sar.Status.Reason, nil
+}
