@@ -115,7 +115,14 @@ var _ = Describe("Cleanup", func() {
 		Expect(seen).To(ContainElement("MODIFIED:Rejected"), "the Rejected status was observable before the delete")
 		Expect(exists(winner)).To(BeTrue(), "Succeeded operations are kept")
 		Eventually(func(g Gomega) {
-			g.Expect(policyStatus(&arbiterv1alpha1.CleanupPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "immediate"}}).CleanedTotal).To(BeEquivalentTo(1))
+			s := policyStatus(&arbiterv1alpha1.CleanupPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "immediate"}})
+			g.Expect(s.CleanedTotal).To(BeEquivalentTo(1))
+			g.Expect(s.Zombies).To(BeEquivalentTo(0))
+			g.Expect(s.Health).To(Equal(arbiterv1alpha1.HealthHealthy))
+			g.Expect(s.CleanupLatency).NotTo(BeNil())
+			g.Expect(s.CleanupLatency.P99.Duration).To(BeNumerically(">=", s.CleanupLatency.P50.Duration))
+			g.Expect(meta.IsStatusConditionTrue(s.Conditions, arbiterv1alpha1.PolicyReady)).To(BeTrue())
+			g.Expect(events(ns, "loser", corev1.EventTypeNormal)).To(ContainElement(HavePrefix("Cleaned: Removed")))
 		}, util.Timeout, util.Interval).Should(Succeed())
 	})
 
