@@ -70,8 +70,9 @@ test: tools build vet ## Run every test: unit, envtest integration and e2e (buil
 	cd test/prometheus && go test -count=1 $(GOTEST_FLAGS) ./...
 
 .PHONY: bench
-bench: tools build ## Run the benchmarks of test/bench; prints a table and writes bench.json.
-	go test -p 1 -count=1 -run '^$$' -bench . -benchtime 1x ./test/bench/...
+bench: tools build ## Run the benchmarks: micro (staging, mutations) and end to end (test/bench); writes bench.json.
+	go test -count=1 -run '^$$' -bench . -benchmem ./internal/staging/ ./internal/execute/
+	go test -count=1 -run '^$$' -bench BenchmarkEndToEnd -benchtime 1x -timeout 30m ./test/bench/
 
 ##@ Build
 

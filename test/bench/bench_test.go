@@ -1,0 +1,415 @@
+// Package bench measures arbiter end to end: the real bin/manager as its own
+// process against a real kube-apiserver and etcd, driven by a client the way
+// users drive it. `make bench` runs it with the micro-benchmarks of the pure
+// packages, prints a table and writes bench.json. Timing lives here, never in
+// pass/fail tests.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/test/util"
+)
+
+// Result is one scenario's figures, as written to bench.json.
+type Result struct {
+	Scenario string             `json:"scenario"`
+	Cores    int                `json:"cores"`
+	Figures  map[string]float64 `json:"figures"`
+	Notes    string             `json:"notes,omitempty"`
+}
+
+const (
+	workers     = 32
+	creditExpr  = `[JSONPatch{op: "replace", path: "/spec/balance", value: object.spec.balance + params.amount}]`
+	waitTimeout = 5 * time.Minute
+)
+
+type env struct {
+	t       testing.TB
+	ctx     context.Context
+	testEnv *envtest.Environment
+	c       client.WithWatch
+	kube    *kubernetes.Clientset
+}
+
+func BenchmarkEndToEnd(b *testing.B) {
+	if b.N > 1 {
+		b.Skip("an end-to-end run is long: run with -benchtime 1x")
+	}
+	ctx := context.Background()
+	e := startEnv(b, ctx)
+	defer func() { _ = e.testEnv.Stop() }()
+
+	var results []Result
+	results = append(results, e.rawLimit())
+
+	wh := &envtest.WebhookInstallOptions{Paths: util.WebhookManifests()}
+	if err := wh.Install(e.testEnv.Config); err != nil {
+		b.Fatal(err)
+	}
+	stop := startManager(b, e, wh)
+	defer stop()
+
+	storm := e.storm(results[0])
+	results = append(results, storm, e.queue())
+
+	printTable(results)
+	raw, _ := json.MarshalIndent(results, "", "  ")
+	if err := os.WriteFile(util.Path("bench.json"), append(raw, '\n'), 0o644); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func startEnv(b *testing.B, ctx context.Context) *env {
+	assets, err := util.AssetsDir()
+	if err != nil {
+		b.Fatal(err)
+	}
+	scheme := k8sruntime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = arbiterv1alpha1.AddToScheme(scheme)
+	te := &envtest.Environment{BinaryAssetsDirectory: assets, CRDDirectoryPaths: util.CRDDirs(), ErrorIfCRDPathMissing: true, Scheme: scheme}
+	cfg, err := te.Start()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = 2000, 4000
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		b.Fatal(err)
+	}
+	kube := kubernetes.NewForConfigOrDie(cfg)
+	if err := util.InstallAdmission(ctx, c); err != nil {
+		b.Fatal(err)
+	}
+	return &env{t: b, ctx: ctx, testEnv: te, c: c, kube: kube}
+}
+
+func startManager(b *testing.B, e *env, wh *envtest.WebhookInstallOptions) func() {
+	dir := b.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, e.testEnv.KubeConfig, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	probe := freeAddr(b)
+	cmd := exec.Command(util.Path("bin", "manager"), "--kubeconfig", kubeconfig,
+		"--health-probe-bind-address", probe, "--metrics-bind-address", freeAddr(b), "--metrics-secure=false",
+		"--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir, "--zap-log-level=error")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("starting bin/manager (run make build): %v", err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get("http://" + probe + "/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("bin/manager not ready after a minute")
+		}
+		time.Sleep(100 * time.Millisecond) // polling a readiness probe
+	}
+	for ok := false; !ok; {
+		var err error
+		if ok, err = util.RequestedByStamped(e.ctx, e.c); err != nil && time.Now().After(deadline) {
+			b.Fatal(err)
+		}
+	}
+	return func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() }
+}
+
+func freeAddr(b *testing.B) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
+
+func (e *env) namespace(name string, accounts int) {
+	if err := e.c.Create(e.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+		e.t.Fatal(err)
+	}
+	parallel(accounts, func(i int) {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion("bank.example.com/v1")
+		u.SetKind("Account")
+		u.SetNamespace(name)
+		u.SetName(fmt.Sprintf("acct-%d", i))
+		_ = unstructured.SetNestedField(u.Object, int64(0), "spec", "balance")
+		if err := e.c.Create(e.ctx, u); err != nil {
+			e.t.Error(err)
+		}
+	})
+}
+
+// parallel runs f(0..n-1) on the benchmark's client workers.
+func parallel(n int, f func(int)) {
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				f(i)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+func operation(ns, name string, target int, priority int32, queue bool) *arbiterv1alpha1.ConflictResolutionOperation {
+	op := &arbiterv1alpha1.ConflictResolutionOperation{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{
+			Function: "credit-account", Priority: priority,
+			Params:  &apiextensionsv1.JSON{Raw: []byte(`{"amount": 1}`)},
+			Targets: []arbiterv1alpha1.Target{{APIVersion: "bank.example.com/v1", Kind: "Account", Name: fmt.Sprintf("acct-%d", target), Expression: creditExpr}},
+		},
+	}
+	if queue {
+		op.Spec.Staging.OnConflict = arbiterv1alpha1.ConflictPolicyQueue
+	}
+	return op
+}
+
+// rawLimit issues the API writes a storm of 200 targets x 5 operations costs
+// arbiter (per target 5 creates, 1 target update, 5 status writes, 4
+// deletes) from a tight client with no arbitration, and no manager or
+// webhook: the ceiling for arbiter's throughput on this machine.
+func (e *env) rawLimit() Result {
+	const ns, targets, per = "raw", 200, 5
+	e.namespace(ns, targets)
+	start := time.Now()
+	parallel(targets, func(t int) {
+		var ops []*arbiterv1alpha1.ConflictResolutionOperation
+		for i := range per {
+			op := operation(ns, fmt.Sprintf("op-%d-%d", t, i), t, int32(i+1), false)
+			if err := e.c.Create(e.ctx, op); err != nil {
+				e.t.Error(err)
+				return
+			}
+			ops = append(ops, op)
+		}
+		acct := &unstructured.Unstructured{}
+		acct.SetAPIVersion("bank.example.com/v1")
+		acct.SetKind("Account")
+		if err := e.c.Get(e.ctx, client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("acct-%d", t)}, acct); err == nil {
+			_ = unstructured.SetNestedField(acct.Object, int64(1), "spec", "balance")
+			if err := e.c.Update(e.ctx, acct); err != nil {
+				e.t.Error(err)
+			}
+		}
+		for i, op := range ops {
+			patch := client.MergeFrom(op.DeepCopy())
+			op.Status.Phase = arbiterv1alpha1.PhaseRejected
+			if i == per-1 {
+				op.Status.Phase = arbiterv1alpha1.PhaseSucceeded
+			}
+			if err := e.c.Status().Patch(e.ctx, op, patch); err != nil {
+				e.t.Error(err)
+			}
+		}
+		for _, op := range ops[:per-1] {
+			if err := e.c.Delete(e.ctx, op); err != nil {
+				e.t.Error(err)
+			}
+		}
+	})
+	elapsed := time.Since(start)
+	return Result{Scenario: "raw-limit", Cores: runtime.NumCPU(), Figures: map[string]float64{
+		"operations": targets * per, "seconds": elapsed.Seconds(), "operations_per_second": targets * per / elapsed.Seconds(),
+	}, Notes: "the API writes of a 1000-operation storm from 32 workers, without arbitration, manager or webhook"}
+}
+
+// run creates the operations from the benchmark's workers and watches them
+// until each is terminal and, if gone is set, the rejected ones are deleted.
+// It returns create-to-terminal latencies and the time it all took.
+func (e *env) run(ns string, ops []*arbiterv1alpha1.ConflictResolutionOperation, gone bool) (lat []time.Duration, elapsed time.Duration, phases map[arbiterv1alpha1.OperationPhase]int) {
+	w, err := e.c.Watch(e.ctx, &arbiterv1alpha1.ConflictResolutionOperationList{}, client.InNamespace(ns))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer w.Stop()
+	var mu sync.Mutex
+	created := map[string]time.Time{}
+	start := time.Now()
+	go parallel(len(ops), func(i int) {
+		t := time.Now()
+		if err := e.c.Create(e.ctx, ops[i]); err != nil {
+			e.t.Error(err)
+		}
+		mu.Lock()
+		created[ops[i].Name] = t
+		mu.Unlock()
+	})
+	terminal := map[string]time.Time{}
+	phases = map[arbiterv1alpha1.OperationPhase]int{}
+	deleted := 0
+	timeout := time.After(waitTimeout)
+	for len(terminal) < len(ops) || (gone && deleted < phases[arbiterv1alpha1.PhaseRejected]) {
+		select {
+		case ev := <-w.ResultChan():
+			op, ok := ev.Object.(*arbiterv1alpha1.ConflictResolutionOperation)
+			if !ok {
+				continue
+			}
+			if ev.Type == watch.Deleted {
+				deleted++
+			}
+			if _, seen := terminal[op.Name]; !seen && op.Status.Phase.IsTerminal() {
+				terminal[op.Name] = time.Now()
+				phases[op.Status.Phase]++
+			}
+		case <-timeout:
+			e.t.Fatalf("%s: after %s, %d of %d terminal, %d deleted", ns, waitTimeout, len(terminal), len(ops), deleted)
+		}
+	}
+	elapsed = time.Since(start)
+	mu.Lock()
+	defer mu.Unlock()
+	for name, t := range terminal {
+		lat = append(lat, t.Sub(created[name]))
+	}
+	slices.Sort(lat)
+	return lat, elapsed, phases
+}
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, max(0, int(float64(len(sorted))*p/100+0.5)-1))]
+}
+
+// storm: 200 targets x 5 simultaneous operations, Reject, cleaned up
+// Immediately.
+func (e *env) storm(raw Result) Result {
+	const ns, targets, per = "storm", 200, 5
+	e.namespace(ns, targets)
+	if err := e.c.Create(e.ctx, &arbiterv1alpha1.CleanupPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "immediate"},
+		Spec: arbiterv1alpha1.CleanupPolicySpec{Strategy: arbiterv1alpha1.CleanupImmediate, MaxDeletionsPerSecond: 1000}}); err != nil {
+		e.t.Fatal(err)
+	}
+	// A target's five operations are created back to back, so that they
+	// contend in one staging window.
+	var ops []*arbiterv1alpha1.ConflictResolutionOperation
+	for t := range targets {
+		for i := range per {
+			ops = append(ops, operation(ns, fmt.Sprintf("op-%d-%d", t, i), t, int32(i+1), false))
+		}
+	}
+	before := e.writes()
+	lat, elapsed, phases := e.run(ns, ops, true)
+	after := e.writes()
+	n := float64(len(ops))
+	return Result{Scenario: "storm-reject-immediate", Cores: runtime.NumCPU(), Figures: map[string]float64{
+		"operations": n, "succeeded": float64(phases[arbiterv1alpha1.PhaseSucceeded]), "rejected": float64(phases[arbiterv1alpha1.PhaseRejected]),
+		"seconds_until_all_terminal_and_losers_gone": elapsed.Seconds(),
+		"operations_per_second":                      n / elapsed.Seconds(),
+		"ratio_to_raw_limit":                         n / elapsed.Seconds() / raw.Figures["operations_per_second"],
+		"latency_p50_seconds":                        percentile(lat, 50).Seconds(),
+		"latency_p99_seconds":                        percentile(lat, 99).Seconds(),
+		"api_writes_per_operation":                   (after - before) / n,
+	}, Notes: "200 targets x 5 operations from 32 workers; latency from create (client clock) to terminal (watch); API writes from apiserver_request_total (operations and targets, status included)"}
+}
+
+// queue: 50 targets x 10 queued operations, all applied.
+func (e *env) queue() Result {
+	const ns, targets, per = "queue", 50, 10
+	e.namespace(ns, targets)
+	var ops []*arbiterv1alpha1.ConflictResolutionOperation
+	for t := range targets {
+		for i := range per {
+			ops = append(ops, operation(ns, fmt.Sprintf("op-%d-%d", t, i), t, int32(i%10+1), true))
+		}
+	}
+	lat, elapsed, phases := e.run(ns, ops, false)
+	return Result{Scenario: "queue", Cores: runtime.NumCPU(), Figures: map[string]float64{
+		"operations": float64(len(ops)), "succeeded": float64(phases[arbiterv1alpha1.PhaseSucceeded]),
+		"seconds_until_all_succeeded": elapsed.Seconds(),
+		"latency_p50_seconds":         percentile(lat, 50).Seconds(),
+		"latency_p99_seconds":         percentile(lat, 99).Seconds(),
+	}, Notes: "50 targets x 10 operations with onConflict Queue, from 32 workers"}
+}
+
+// writes sums the API server's mutating requests on operations and accounts.
+func (e *env) writes() float64 {
+	raw, err := e.kube.RESTClient().Get().AbsPath("/metrics").DoRaw(e.ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(string(raw)))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	total := 0.0
+	for _, m := range families["apiserver_request_total"].GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		switch labels["verb"] {
+		case "POST", "PUT", "PATCH", "DELETE":
+		default:
+			continue
+		}
+		if labels["resource"] == "conflictresolutionoperations" || labels["resource"] == "accounts" {
+			total += m.GetCounter().GetValue()
+		}
+	}
+	return total
+}
+
+func printTable(results []Result) {
+	fmt.Printf("\narbiter end-to-end benchmarks (%d cores)\n", runtime.NumCPU())
+	fmt.Printf("%-24s %-44s %12s\n", "SCENARIO", "FIGURE", "VALUE")
+	for _, r := range results {
+		keys := make([]string, 0, len(r.Figures))
+		for k := range r.Figures {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			fmt.Printf("%-24s %-44s %12.3f\n", r.Scenario, k, r.Figures[k])
+		}
+	}
+}
