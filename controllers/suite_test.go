@@ -9,7 +9,6 @@ import (
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -22,7 +21,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 	"github.com/arbiter-dev/arbiter/internal/registry"
 	"github.com/arbiter-dev/arbiter/test/util"
 )
@@ -35,7 +33,7 @@ var (
 	testEnv     *envtest.Environment
 	k8sClient   client.Client
 	managerCfg  *rest.Config
-	testScheme  = runtime.NewScheme()
+	testScheme  *runtime.Scheme
 	faults      = newFaultInjector()
 	ctx         context.Context
 	cancel      context.CancelFunc
@@ -51,20 +49,12 @@ var _ = BeforeSuite(func() {
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
 	ctx, cancel = context.WithCancel(context.Background())
 
-	assets, err := util.AssetsDir()
+	var err error
+	testEnv, err = util.NewEnvironment(envtest.WebhookInstallOptions{
+		ValidatingWebhooks: []*admissionregistrationv1.ValidatingWebhookConfiguration{faultInjectionWebhooks()},
+	})
 	Expect(err).NotTo(HaveOccurred())
-	Expect(clientgoscheme.AddToScheme(testScheme)).To(Succeed())
-	Expect(arbiterv1alpha1.AddToScheme(testScheme)).To(Succeed())
-
-	testEnv = &envtest.Environment{
-		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     util.CRDDirs(),
-		ErrorIfCRDPathMissing: true,
-		Scheme:                testScheme,
-		WebhookInstallOptions: envtest.WebhookInstallOptions{
-			ValidatingWebhooks: []*admissionregistrationv1.ValidatingWebhookConfiguration{faultInjectionWebhooks()},
-		},
-	}
+	testScheme = testEnv.Scheme
 	cfg, err := testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
 	k8sClient, err = client.New(cfg, client.Options{Scheme: testScheme})

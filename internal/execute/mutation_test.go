@@ -44,6 +44,21 @@ func spec(t *testing.T, doc []byte) map[string]any {
 	return obj.Spec
 }
 
+// compileAndApply compiles a target's mutation, which must compile, and
+// applies it to alice with params (JSON, or "" for none).
+func compileAndApply(t *testing.T, target *arbiterv1alpha1.Target, params string) ([]byte, error) {
+	t.Helper()
+	m, err := Compile(target)
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	var p []byte
+	if params != "" {
+		p = []byte(params)
+	}
+	return m.Apply([]byte(alice), p)
+}
+
 func TestApplyProducesTheMutatedTarget(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -79,15 +94,7 @@ func TestApplyProducesTheMutatedTarget(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m, err := Compile(tt.target)
-			if err != nil {
-				t.Fatalf("Compile: %v", err)
-			}
-			var params []byte
-			if tt.params != "" {
-				params = []byte(tt.params)
-			}
-			out, err := m.Apply([]byte(alice), params)
+			out, err := compileAndApply(t, tt.target, tt.params)
 			if err != nil {
 				t.Fatalf("Apply: %v", err)
 			}
@@ -169,15 +176,7 @@ func TestApplyFailsCleanlyAtRunTime(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m, err := Compile(tt.target)
-			if err != nil {
-				t.Fatalf("Compile: %v", err)
-			}
-			var params []byte
-			if tt.params != "" {
-				params = []byte(tt.params)
-			}
-			out, err := m.Apply([]byte(alice), params)
+			out, err := compileAndApply(t, tt.target, tt.params)
 			if err == nil {
 				t.Fatalf("Apply succeeded with %s, want an error", out)
 			}

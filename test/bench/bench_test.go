@@ -28,10 +28,8 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -90,14 +88,11 @@ func BenchmarkEndToEnd(b *testing.B) {
 }
 
 func startEnv(b *testing.B, ctx context.Context) *env {
-	assets, err := util.AssetsDir()
+	te, err := util.NewEnvironment(envtest.WebhookInstallOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	scheme := k8sruntime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = arbiterv1alpha1.AddToScheme(scheme)
-	te := &envtest.Environment{BinaryAssetsDirectory: assets, CRDDirectoryPaths: util.CRDDirs(), ErrorIfCRDPathMissing: true, Scheme: scheme}
+	scheme := te.Scheme
 	cfg, err := te.Start()
 	if err != nil {
 		b.Fatal(err)

@@ -10,8 +10,6 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -20,7 +18,6 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 	arbiterwebhook "github.com/arbiter-dev/arbiter/internal/webhook"
 	"github.com/arbiter-dev/arbiter/test/util"
 )
@@ -41,20 +38,10 @@ var _ = BeforeSuite(func() {
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
 	ctx, cancel = context.WithCancel(context.Background())
 
-	assets, err := util.AssetsDir()
+	var err error
+	testEnv, err = util.NewEnvironment(envtest.WebhookInstallOptions{Paths: util.WebhookManifests()})
 	Expect(err).NotTo(HaveOccurred())
-
-	scheme := runtime.NewScheme()
-	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
-	Expect(arbiterv1alpha1.AddToScheme(scheme)).To(Succeed())
-
-	testEnv = &envtest.Environment{
-		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     util.CRDDirs(),
-		ErrorIfCRDPathMissing: true,
-		Scheme:                scheme,
-		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: util.WebhookManifests()},
-	}
+	scheme := testEnv.Scheme
 	cfg, err := testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
 

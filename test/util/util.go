@@ -10,14 +10,17 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
+	goruntime "runtime"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 )
@@ -36,7 +39,7 @@ const K8sVersion = "1.37.2"
 
 // RepoRoot is the root of the arbiter checkout.
 func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
+	_, file, _, _ := goruntime.Caller(0)
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
@@ -113,4 +116,28 @@ func RequestedByStamped(ctx context.Context, c client.Client) (bool, error) {
 		return false, err
 	}
 	return op.Spec.RequestedBy != nil, nil
+}
+
+// NewEnvironment is a control plane from bin/k8s (not started) that
+// installs arbiter's CRDs, the sample target CRD and the given webhooks, with
+// a scheme that knows Kubernetes' types and arbiter's.
+func NewEnvironment(webhooks envtest.WebhookInstallOptions) (*envtest.Environment, error) {
+	assets, err := AssetsDir()
+	if err != nil {
+		return nil, err
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := arbiterv1alpha1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	return &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		CRDDirectoryPaths:     CRDDirs(),
+		ErrorIfCRDPathMissing: true,
+		Scheme:                scheme,
+		WebhookInstallOptions: webhooks,
+	}, nil
 }
