@@ -13,10 +13,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -103,8 +105,7 @@ func (r *CleanupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("cleanuppolicy").
 		For(&arbiterv1alpha1.CleanupPolicy{}).
-		Watches(&arbiterv1alpha1.ConflictResolutionOperation{}, handler.EnqueueRequestsFromMapFunc(r.operationToPolicies),
-			builder.WithPredicates(terminal)).
+		Watches(&arbiterv1alpha1.ConflictResolutionOperation{}, r.coalescedPolicyRefresh(), builder.WithPredicates(terminal)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
 		Complete(reconcile.Func(r.reconcilePolicy))
 }
@@ -127,8 +128,34 @@ func (r *CleanupReconciler) policyToZombies(ctx context.Context, o client.Object
 	return reqs
 }
 
-// operationToPolicies refreshes the reports of a namespace's policies when
-// one of its operations finishes or goes.
+// policyRefreshDelay gathers the operations that finish or go in a burst
+// into one refresh of their policies' reports: a report reads every finished
+// operation of the namespace, so one per event would cost a storm dearly.
+const policyRefreshDelay = time.Second
+
+// coalescedPolicyRefresh refreshes the reports of a namespace's policies
+// when one of its operations finishes or goes, at most once per
+// policyRefreshDelay.
+func (r *CleanupReconciler) coalescedPolicyRefresh() handler.EventHandler {
+	enqueue := func(ctx context.Context, o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		for _, req := range r.operationToPolicies(ctx, o) {
+			q.AddAfter(req, policyRefreshDelay)
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, e.Object, q)
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, e.ObjectNew, q)
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, e.Object, q)
+		},
+	}
+}
+
+// operationToPolicies lists the policies of an operation's namespace.
 func (r *CleanupReconciler) operationToPolicies(ctx context.Context, o client.Object) []reconcile.Request {
 	var list arbiterv1alpha1.CleanupPolicyList
 	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
@@ -367,8 +394,10 @@ func (r *CleanupReconciler) reconcilePolicy(ctx context.Context, req ctrl.Reques
 	if err := r.Client.List(ctx, &policies, client.InNamespace(p.Namespace)); err != nil {
 		return ctrl.Result{}, err
 	}
-	var ops arbiterv1alpha1.ConflictResolutionOperationList
-	if err := r.Client.List(ctx, &ops, client.InNamespace(p.Namespace)); err != nil {
+	// Policies govern finished operations only.
+	finished, err := registry.InPhases(ctx, r.Client, p.Namespace, arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.PhaseFailed,
+		arbiterv1alpha1.PhaseCancelled, arbiterv1alpha1.PhaseSucceeded)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
 
@@ -377,8 +406,8 @@ func (r *CleanupReconciler) reconcilePolicy(ctx context.Context, req ctrl.Reques
 	zombiesByPhase := map[arbiterv1alpha1.OperationPhase]int{}
 	var nsOldest time.Duration
 	overlappedBy := ""
-	for i := range ops.Items {
-		op := &ops.Items[i]
+	for i := range finished {
+		op := &finished[i]
 		gov := cleanup.Governing(op, policies.Items)
 		if gov == nil {
 			continue

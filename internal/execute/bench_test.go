@@ -12,7 +12,7 @@ func BenchmarkMutation(b *testing.B) {
 		"jsonPatch": withPatch(
 			arbiterv1alpha1.JSONPatchOperation{Op: "test", Path: "/spec/frozen", Value: raw("false")},
 			arbiterv1alpha1.JSONPatchOperation{Op: "replace", Path: "/spec/frozen", Value: raw("true")}),
-		"mergePatch": account(func(t *arbiterv1alpha1.Target) { t.MergePatch = raw(`{"spec":{"owner":"bob"}}`) }),
+		"mergePatch":    account(func(t *arbiterv1alpha1.Target) { t.MergePatch = raw(`{"spec":{"owner":"bob"}}`) }),
 		"celExpression": withExpression(`[JSONPatch{op: "replace", path: "/spec/balance", value: object.spec.balance + params.amount}]`),
 	}
 	params := []byte(`{"amount": 25}`)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+	"sync"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/google/cel-go/cel"
@@ -89,6 +90,43 @@ var celEnv = func() *cel.Env {
 
 var jsonPatchListType = cel.ListType(types.NewObjectType(mutation.JSONPatchTypeName))
 
+// programs caches compiled expressions: a storm of operations carries the
+// same few expressions, and compiling one costs far more than running it.
+var programs = struct {
+	sync.Mutex
+	byExpression map[string]cel.Program
+}{byExpression: map[string]cel.Program{}}
+
+// programCacheSize bounds the cache; it starts afresh when full.
+const programCacheSize = 1024
+
+func compileExpression(expr string) (cel.Program, error) {
+	programs.Lock()
+	prg, ok := programs.byExpression[expr]
+	programs.Unlock()
+	if ok {
+		return prg, nil
+	}
+	ast, issues := celEnv.Compile(expr)
+	if issues.Err() != nil {
+		return nil, issues.Err()
+	}
+	if !ast.OutputType().IsExactType(jsonPatchListType) && ast.OutputType() != cel.DynType {
+		return nil, fmt.Errorf("must return a list of JSONPatch, not %s", ast.OutputType())
+	}
+	prg, err := celEnv.Program(ast, cel.CostLimit(expressionCostLimit), cel.InterruptCheckFrequency(100))
+	if err != nil {
+		return nil, err
+	}
+	programs.Lock()
+	defer programs.Unlock()
+	if len(programs.byExpression) >= programCacheSize {
+		programs.byExpression = map[string]cel.Program{}
+	}
+	programs.byExpression[expr] = prg
+	return prg, nil
+}
+
 // Mutation is one target's compiled mutation.
 type Mutation struct {
 	target     string
@@ -133,14 +171,7 @@ func Compile(t *arbiterv1alpha1.Target) (*Mutation, error) {
 	case t.MergePatch != nil:
 		m.mergePatch = t.MergePatch.Raw
 	case t.Expression != "":
-		ast, issues := celEnv.Compile(t.Expression)
-		if issues.Err() != nil {
-			return fail("expression", "%v", issues.Err())
-		}
-		if !ast.OutputType().IsExactType(jsonPatchListType) && ast.OutputType() != cel.DynType {
-			return fail("expression", "must return a list of JSONPatch, not %s", ast.OutputType())
-		}
-		prg, err := celEnv.Program(ast, cel.CostLimit(expressionCostLimit), cel.InterruptCheckFrequency(100))
+		prg, err := compileExpression(t.Expression)
 		if err != nil {
 			return fail("expression", "%v", err)
 		}
