@@ -1,0 +1,126 @@
+package e2e
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/test/util"
+)
+
+// kill ends the manager with SIGKILL, as a crash or an OOM kill would.
+func (m *managerProcess) kill() {
+	_ = m.cmd.Process.Kill()
+	Eventually(m.done, util.Timeout).Should(BeClosed())
+}
+
+var _ = Describe("Faults", func() {
+	DescribeTable("surviving a storm of SIGKILLs: each target holds exactly its Succeeded credits, none applied twice, none lost",
+		func(ns string, onConflict arbiterv1alpha1.ConflictPolicy) {
+			const accounts, operations, kills = 10, 200, 8
+			Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+			for a := range accounts {
+				u := &unstructured.Unstructured{}
+				u.SetAPIVersion("bank.example.com/v1")
+				u.SetKind("Account")
+				u.SetNamespace(ns)
+				u.SetName(fmt.Sprintf("acct-%d", a))
+				Expect(unstructured.SetNestedField(u.Object, int64(0), "spec", "balance")).To(Succeed())
+				Expect(k8sClient.Create(ctx, u)).To(Succeed())
+			}
+
+			ops := make([]*arbiterv1alpha1.ConflictResolutionOperation, operations)
+			for i := range ops {
+				amount := int64(i + 1)
+				ops[i] = &arbiterv1alpha1.ConflictResolutionOperation{
+					ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("credit-%d", i)},
+					Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{
+						Function: "credit-account",
+						Priority: int32(i%10 + 1),
+						Params:   &apiextensionsv1.JSON{Raw: fmt.Appendf(nil, `{"amount": %d}`, amount)},
+						Staging:  arbiterv1alpha1.StagingSpec{OnConflict: onConflict},
+						Timeout:  &metav1.Duration{Duration: 10 * time.Minute},
+						Targets: []arbiterv1alpha1.Target{{APIVersion: "bank.example.com/v1", Kind: "Account", Name: fmt.Sprintf("acct-%d", i%accounts),
+							Expression: `[JSONPatch{op: "replace", path: "/spec/balance", value: object.spec.balance + params.amount}]`}},
+					},
+				}
+			}
+			var wg sync.WaitGroup
+			for w := range 8 {
+				wg.Go(func() {
+					defer GinkgoRecover()
+					for i := w; i < operations; i += 8 {
+						Expect(k8sClient.Create(ctx, ops[i])).To(Succeed())
+					}
+				})
+			}
+			wg.Wait()
+
+			// Kill the manager at random instants while the operations run.
+			var terminalAtKills []int
+			for range kills {
+				time.Sleep(time.Duration(100+rand.IntN(900)) * time.Millisecond) //nolint:gosec // the random instant is the behaviour under test
+				manager.kill()
+				terminalAtKills = append(terminalAtKills, len(terminal(ns)))
+				manager = startManager()
+			}
+
+			var done map[string]arbiterv1alpha1.OperationPhase
+			Eventually(func(g Gomega) {
+				done = terminal(ns)
+				g.Expect(done).To(HaveLen(operations))
+			}, 2*util.LongTimeout, util.Interval).Should(Succeed())
+
+			want := make([]int64, accounts)
+			succeeded := 0
+			for i, op := range ops {
+				switch phase := done[op.Name]; {
+				case phase == arbiterv1alpha1.PhaseSucceeded:
+					want[i%accounts] += int64(i + 1)
+					succeeded++
+				case onConflict == arbiterv1alpha1.ConflictPolicyQueue:
+					Fail(fmt.Sprintf("%s ended %s: a queued credit must apply", op.Name, phase))
+				default:
+					Expect(phase).To(Equal(arbiterv1alpha1.PhaseRejected), op.Name)
+				}
+			}
+
+			for a := range accounts {
+				u := &unstructured.Unstructured{}
+				u.SetAPIVersion("bank.example.com/v1")
+				u.SetKind("Account")
+				Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("acct-%d", a)}, u)).To(Succeed())
+				balance, _, _ := unstructured.NestedInt64(u.Object, "spec", "balance")
+				Expect(balance).To(Equal(want[a]), "acct-%d holds exactly its Succeeded credits, each once", a)
+			}
+			fmt.Fprintf(GinkgoWriter, "%s: kills survived: %d (operations terminal at each kill: %v), operations: %d, succeeded: %d, lost: 0, applied twice: 0\n",
+				onConflict, kills, terminalAtKills, operations, succeeded)
+		},
+		Entry("Queue: every credit applies", "killstorm-queue", arbiterv1alpha1.ConflictPolicyQueue),
+		Entry("Reject: the rejected leave no trace", "killstorm-reject", arbiterv1alpha1.ConflictPolicyReject),
+	)
+})
+
+// terminal maps the finished operations of a namespace to their phase.
+func terminal(ns string) map[string]arbiterv1alpha1.OperationPhase {
+	GinkgoHelper()
+	var list arbiterv1alpha1.ConflictResolutionOperationList
+	Expect(k8sClient.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+	out := map[string]arbiterv1alpha1.OperationPhase{}
+	for _, op := range list.Items {
+		if op.Status.Phase.IsTerminal() {
+			out[op.Name] = op.Status.Phase
+		}
+	}
+	return out
+}
