@@ -41,6 +41,7 @@ type options struct {
 	webhookPort            int
 	webhookCertDir         string
 	leaderElect            bool
+	leaderElectionNS       string
 	kubeAPIQPS             float64
 	kubeAPIBurst           int
 	operationWorkers       int
@@ -64,6 +65,8 @@ func bindFlags(fs *flag.FlagSet, o *options) {
 		"Serve metrics over HTTPS, authenticated and authorized against the API server (TokenReview and SubjectAccessReview).")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081",
 		"Address the /healthz and /readyz probes bind to.")
+	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "",
+		"Namespace of the leader election Lease (default: the manager's own namespace; required outside a cluster).")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443,
 		"Port the admission webhook server listens on.")
 	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "",
@@ -153,8 +156,9 @@ func run(o options) error {
 			CertDir: o.webhookCertDir,
 			TLSOpts: metricsOpts.TLSOpts,
 		}),
-		LeaderElection:   o.leaderElect,
-		LeaderElectionID: "arbiter.arbiter.dev",
+		LeaderElection:          o.leaderElect,
+		LeaderElectionID:        "arbiter.arbiter.dev",
+		LeaderElectionNamespace: o.leaderElectionNS,
 		// Operations are many and short-lived; managedFields would double
 		// the memory each one costs in the cache.
 		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},

@@ -191,6 +191,12 @@ func (m *Mutation) Apply(object, params []byte) ([]byte, error) {
 	if err != nil {
 		return nil, &MutationError{Target: m.target, Err: err}
 	}
+	// The result must be an object Kubernetes can decode (a merge patch can
+	// carry a number no float holds, say).
+	var decoded map[string]any
+	if err := utiljson.Unmarshal(out, &decoded); err != nil {
+		return nil, &MutationError{Target: m.target, Err: fmt.Errorf("result is not a JSON object Kubernetes can decode: %w", err)}
+	}
 	if err := sameIdentity(object, out); err != nil {
 		return nil, &MutationError{Target: m.target, Err: err}
 	}
