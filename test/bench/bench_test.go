@@ -28,6 +28,7 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -123,25 +124,20 @@ func startManager(b *testing.B, e *env, wh *envtest.WebhookInstallOptions) func(
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("starting bin/manager (run make build): %v", err)
 	}
-	deadline := time.Now().Add(time.Minute)
-	for {
+	ready := func(ctx context.Context) (bool, error) {
 		resp, err := http.Get("http://" + probe + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if err != nil {
+			return false, nil
 		}
-		if time.Now().After(deadline) {
-			b.Fatal("bin/manager not ready after a minute")
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return false, nil
 		}
-		time.Sleep(100 * time.Millisecond) // polling a readiness probe
+		stamped, err := util.RequestedByStamped(ctx, e.c)
+		return stamped && err == nil, nil
 	}
-	for ok := false; !ok; {
-		var err error
-		if ok, err = util.RequestedByStamped(e.ctx, e.c); err != nil && time.Now().After(deadline) {
-			b.Fatal(err)
-		}
+	if err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, time.Minute, true, ready); err != nil {
+		b.Fatalf("bin/manager not ready, or requestedBy not stamped, after a minute: %v", err)
 	}
 	managerPID = cmd.Process.Pid
 	return func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() }
