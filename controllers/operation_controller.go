@@ -177,11 +177,9 @@ func (r *OperationReconciler) recover(ctx context.Context) error {
 		c := contender(op, op.Status.EffectivePriority, stagedAt(op))
 		switch op.Status.Phase {
 		case arbiterv1alpha1.PhaseExecuting:
-			started := time.Now()
-			if op.Status.StartedAt != nil {
-				started = op.Status.StartedAt.Time
-			}
-			r.Arbiter.Hold(c, started, durationOr(op.Spec.GracePeriod, time.Second))
+			// Its grace period starts anew: a recovered execution resumes now,
+			// and must not be preempted at once for the time the manager was down.
+			r.Arbiter.Hold(c, time.Now(), durationOr(op.Spec.GracePeriod, time.Second))
 		case arbiterv1alpha1.PhaseQueued:
 			r.Arbiter.Requeue(c)
 		}

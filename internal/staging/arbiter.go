@@ -128,7 +128,8 @@ func (a *Arbiter) Requeue(c Contender) {
 
 // Hold registers an executing operation as the holder of its targets (after
 // a restart, before anything is offered), started at started with the given
-// grace period. It returns false when a target is held by another operation.
+// grace period; an operation already holding keeps the start it had. It
+// returns false when a target is held by another operation.
 func (a *Arbiter) Hold(c Contender, started time.Time, grace time.Duration) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -145,6 +146,10 @@ func (a *Arbiter) Hold(c Contender, started time.Time, grace time.Duration) bool
 	if !ok {
 		m = &member{c: c}
 		a.members[c.ID] = m
+	}
+	if m.state == holding && !m.started.IsZero() {
+		// Already holding: its grace period runs from when it first held here.
+		started, grace = m.started, m.grace
 	}
 	a.removeFromTargets(m)
 	m.state, m.verdict, m.started, m.grace = holding, nil, started, grace

@@ -240,3 +240,19 @@ func TestArbiterRecoversQueuedOperationsBeforeNewOnes(t *testing.T) {
 	a.Tick(t0.Add(2 * time.Second))
 	expect(t, verdicts(a, t0, old, newer), map[string]string{"old": "Win", "newer": "Queue:old"})
 }
+
+func TestArbiterKeepsAHoldersStartWhenHeldAgain(t *testing.T) {
+	a := NewArbiter()
+	holder := op("holder", 1, 0, alice)
+	a.Hold(holder, t0.Add(10*time.Second), time.Second) // recovered: a fresh grace period
+	a.Hold(holder, t0, time.Second)                     // executing again, with its old status.startedAt
+	verdicts(a, t0, op("urgent", 9, 0, alice))
+	a.Tick(t0.Add(10*time.Second + 500*time.Millisecond))
+	if by, ok := a.Preempted("holder"); ok {
+		t.Fatalf("preempted by %s inside the grace period that began when it was recovered", by)
+	}
+	a.Tick(t0.Add(11 * time.Second))
+	if _, ok := a.Preempted("holder"); !ok {
+		t.Fatal("not preempted once that grace period was over")
+	}
+}
