@@ -31,31 +31,11 @@ var _ = Describe("Faults", func() {
 		func(ns string, onConflict arbiterv1alpha1.ConflictPolicy) {
 			const accounts, operations, kills = 10, 200, 8
 			Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
-			for a := range accounts {
-				u := &unstructured.Unstructured{}
-				u.SetAPIVersion("bank.example.com/v1")
-				u.SetKind("Account")
-				u.SetNamespace(ns)
-				u.SetName(fmt.Sprintf("acct-%d", a))
-				Expect(unstructured.SetNestedField(u.Object, int64(0), "spec", "balance")).To(Succeed())
-				Expect(k8sClient.Create(ctx, u)).To(Succeed())
-			}
+			createAccounts(ns, accounts)
 
 			ops := make([]*arbiterv1alpha1.ConflictResolutionOperation, operations)
 			for i := range ops {
-				amount := int64(i + 1)
-				ops[i] = &arbiterv1alpha1.ConflictResolutionOperation{
-					ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("credit-%d", i)},
-					Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{
-						Function: "credit-account",
-						Priority: int32(i%10 + 1),
-						Params:   &apiextensionsv1.JSON{Raw: fmt.Appendf(nil, `{"amount": %d}`, amount)},
-						Staging:  arbiterv1alpha1.StagingSpec{OnConflict: onConflict},
-						Timeout:  &metav1.Duration{Duration: 10 * time.Minute},
-						Targets: []arbiterv1alpha1.Target{{APIVersion: "bank.example.com/v1", Kind: "Account", Name: fmt.Sprintf("acct-%d", i%accounts),
-							Expression: `[JSONPatch{op: "replace", path: "/spec/balance", value: object.spec.balance + params.amount}]`}},
-					},
-				}
+				ops[i] = creditOperation(ns, i, accounts, onConflict)
 			}
 			// Create the operations in waves, and kill the manager at a random
 			// instant after each, so that every kill meets work in flight.
@@ -98,14 +78,7 @@ var _ = Describe("Faults", func() {
 				}
 			}
 
-			for a := range accounts {
-				u := &unstructured.Unstructured{}
-				u.SetAPIVersion("bank.example.com/v1")
-				u.SetKind("Account")
-				Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("acct-%d", a)}, u)).To(Succeed())
-				balance, _, _ := unstructured.NestedInt64(u.Object, "spec", "balance")
-				Expect(balance).To(Equal(want[a]), "acct-%d holds exactly its Succeeded credits, each once", a)
-			}
+			expectBalances(ns, want)
 			fmt.Fprintf(GinkgoWriter, "%s: kills survived: %d (operations terminal at each kill: %v), operations: %d, succeeded: %d, lost: 0, applied twice: 0\n",
 				onConflict, kills, terminalAtKills, operations, succeeded)
 		},
@@ -148,28 +121,10 @@ var _ = Describe("Leader failover", func() {
 
 		Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
 		want := make([]int64, accounts)
-		for a := range accounts {
-			u := &unstructured.Unstructured{}
-			u.SetAPIVersion("bank.example.com/v1")
-			u.SetKind("Account")
-			u.SetNamespace(ns)
-			u.SetName(fmt.Sprintf("acct-%d", a))
-			Expect(unstructured.SetNestedField(u.Object, int64(0), "spec", "balance")).To(Succeed())
-			Expect(k8sClient.Create(ctx, u)).To(Succeed())
-		}
+		createAccounts(ns, accounts)
 		for i := range operations {
 			want[i%accounts] += int64(i + 1)
-			Expect(k8sClient.Create(ctx, &arbiterv1alpha1.ConflictResolutionOperation{
-				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("credit-%d", i)},
-				Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{
-					Function: "credit-account", Priority: int32(i%10 + 1),
-					Params:  &apiextensionsv1.JSON{Raw: fmt.Appendf(nil, `{"amount": %d}`, i+1)},
-					Staging: arbiterv1alpha1.StagingSpec{OnConflict: arbiterv1alpha1.ConflictPolicyQueue},
-					Timeout: &metav1.Duration{Duration: 10 * time.Minute},
-					Targets: []arbiterv1alpha1.Target{{APIVersion: "bank.example.com/v1", Kind: "Account", Name: fmt.Sprintf("acct-%d", i%accounts),
-						Expression: `[JSONPatch{op: "replace", path: "/spec/balance", value: object.spec.balance + params.amount}]`}},
-				},
-			})).To(Succeed())
+			Expect(k8sClient.Create(ctx, creditOperation(ns, i, accounts, arbiterv1alpha1.ConflictPolicyQueue))).To(Succeed())
 		}
 
 		killed := time.Now()
@@ -189,15 +144,53 @@ var _ = Describe("Leader failover", func() {
 				g.Expect(phase).To(Equal(arbiterv1alpha1.PhaseSucceeded), name)
 			}
 		}, 2*util.LongTimeout, util.Interval).Should(Succeed())
-		for a := range accounts {
-			u := &unstructured.Unstructured{}
-			u.SetAPIVersion("bank.example.com/v1")
-			u.SetKind("Account")
-			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("acct-%d", a)}, u)).To(Succeed())
-			balance, _, _ := unstructured.NestedInt64(u.Object, "spec", "balance")
-			Expect(balance).To(Equal(want[a]), "acct-%d: every credit exactly once", a)
-		}
+		expectBalances(ns, want)
 		fmt.Fprintf(GinkgoWriter, "failover: %s with a %ds lease (operations terminal when the leader died: %d of %d), lost: 0, applied twice: 0\n",
 			failover.Round(100*time.Millisecond), *lease.Spec.LeaseDurationSeconds, doneAtKill, operations)
 	})
 })
+
+// createAccounts creates accounts acct-0 to acct-(n-1) with a zero balance.
+func createAccounts(ns string, n int) {
+	GinkgoHelper()
+	for a := range n {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion("bank.example.com/v1")
+		u.SetKind("Account")
+		u.SetNamespace(ns)
+		u.SetName(fmt.Sprintf("acct-%d", a))
+		Expect(unstructured.SetNestedField(u.Object, int64(0), "spec", "balance")).To(Succeed())
+		Expect(k8sClient.Create(ctx, u)).To(Succeed())
+	}
+}
+
+// creditOperation is credit number i: it adds i+1 to account acct-(i mod
+// accounts), with a timeout long enough to outlast the faults.
+func creditOperation(ns string, i, accounts int, onConflict arbiterv1alpha1.ConflictPolicy) *arbiterv1alpha1.ConflictResolutionOperation {
+	return &arbiterv1alpha1.ConflictResolutionOperation{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("credit-%d", i)},
+		Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{
+			Function: "credit-account",
+			Priority: int32(i%10 + 1),
+			Params:   &apiextensionsv1.JSON{Raw: fmt.Appendf(nil, `{"amount": %d}`, i+1)},
+			Staging:  arbiterv1alpha1.StagingSpec{OnConflict: onConflict},
+			Timeout:  &metav1.Duration{Duration: 10 * time.Minute},
+			Targets: []arbiterv1alpha1.Target{{APIVersion: "bank.example.com/v1", Kind: "Account", Name: fmt.Sprintf("acct-%d", i%accounts),
+				Expression: `[JSONPatch{op: "replace", path: "/spec/balance", value: object.spec.balance + params.amount}]`}},
+		},
+	}
+}
+
+// expectBalances checks that account acct-a holds want[a]: exactly its
+// Succeeded credits, each applied once.
+func expectBalances(ns string, want []int64) {
+	GinkgoHelper()
+	for a := range want {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion("bank.example.com/v1")
+		u.SetKind("Account")
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("acct-%d", a)}, u)).To(Succeed())
+		balance, _, _ := unstructured.NestedInt64(u.Object, "spec", "balance")
+		Expect(balance).To(Equal(want[a]), "acct-%d holds exactly its Succeeded credits, each once", a)
+	}
+}
