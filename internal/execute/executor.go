@@ -121,6 +121,11 @@ type Executor struct {
 // is safe, as targets that record the operation are not written twice.
 func (e *Executor) Execute(ctx context.Context, req Request) (Result, error) {
 	var res Result
+	// The webhook refuses such params; this holds when it is not installed.
+	if err := CheckParams(req.Params); err != nil {
+		res.Failure = failure(arbiterv1alpha1.ReasonInvalidMutation, "spec.params %v", err)
+		return res, nil
+	}
 	mutations := make([]*Mutation, len(req.Targets))
 	for i := range req.Targets {
 		m, err := Compile(&req.Targets[i])
@@ -233,6 +238,8 @@ func classify(err error, name, verb string) *Failure {
 		return failure(arbiterv1alpha1.ReasonForbidden, "arbiter may not %s %s: %v", verb, name, apierrors.ReasonForError(err))
 	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
 		return failure(arbiterv1alpha1.ReasonInvalidMutation, "The API server refused the mutated %s: %v", name, err)
+	case apierrors.IsRequestEntityTooLargeError(err):
+		return failure(arbiterv1alpha1.ReasonInvalidMutation, "The mutated %s is larger than the API server stores: %v", name, err)
 	}
 	return nil
 }

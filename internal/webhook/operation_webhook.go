@@ -1,7 +1,8 @@
 // Package webhook holds arbiter's admission webhooks. The CRD schema and its
 // CEL rules refuse every statically invalid manifest they can express; this
 // webhook refuses the rest before they are stored: CEL expressions that do
-// not compile and JSON Patch operations whose value is missing or misplaced.
+// not compile, JSON Patch operations whose value is missing or misplaced, and
+// params too large or too deeply nested.
 package webhook
 
 import (
@@ -28,15 +29,21 @@ func SetupOperationWebhook(mgr ctrl.Manager) error {
 		Complete()
 }
 
-// OperationValidator refuses an operation whose mutations cannot compile.
+// OperationValidator refuses an operation whose mutations cannot compile or
+// whose params exceed arbiter's bounds.
 // Only creation is checked: spec is immutable afterwards.
 type OperationValidator struct{}
 
 var _ admission.Validator[*arbiterv1alpha1.ConflictResolutionOperation] = OperationValidator{}
 
-// ValidateCreate compiles every target's mutation.
+// ValidateCreate checks params and compiles every target's mutation.
 func (OperationValidator) ValidateCreate(_ context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (admission.Warnings, error) {
 	var errs field.ErrorList
+	if op.Spec.Params != nil {
+		if err := execute.CheckParams(op.Spec.Params.Raw); err != nil {
+			errs = append(errs, field.Invalid(field.NewPath("spec", "params"), field.OmitValueType{}, err.Error()))
+		}
+	}
 	targets := field.NewPath("spec", "targets")
 	for i := range op.Spec.Targets {
 		_, err := execute.Compile(&op.Spec.Targets[i])
