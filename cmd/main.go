@@ -81,8 +81,10 @@ func bindFlags(fs *flag.FlagSet, o *options) {
 		"Burst of requests the manager's client may send above --kube-api-qps.")
 	fs.IntVar(&o.operationWorkers, "operation-workers", 8,
 		"Concurrent reconciles of ConflictResolutionOperations.")
-	fs.IntVar(&o.cleanupWorkers, "cleanup-workers", 4,
-		"Concurrent reconciles of CleanupPolicies.")
+	// Cleanup waits on the API server, not the CPU: deletes are only fast
+	// enough in parallel (each policy's maxDeletionsPerSecond still applies).
+	fs.IntVar(&o.cleanupWorkers, "cleanup-workers", 16,
+		"Concurrent reconciles of zombie operations and of CleanupPolicies.")
 	fs.StringVar(&o.defaultCleanupStrategy, "default-cleanup-strategy", "None",
 		"Cleanup strategy for operations no CleanupPolicy selects: None (keep them), Immediate, Deferred or Lazy.")
 	o.zap.BindFlags(fs)

@@ -46,10 +46,9 @@ const DefaultStrategyNone = "None"
 // Lazy never on a timer but when the operation controller meets their target
 // (MeetTargets). Policies are reconciled for their status.
 type CleanupReconciler struct {
-	Client    client.Client
-	APIReader client.Reader
-	Recorder  recorder.EventRecorder
-	Workers   int
+	Client   client.Client
+	Recorder recorder.EventRecorder
+	Workers  int
 	// DefaultStrategy governs operations no policy selects (None keeps them).
 	DefaultStrategy string
 
@@ -74,7 +73,6 @@ type policyTracker struct {
 func NewCleanupReconciler(mgr ctrl.Manager, workers int, defaultStrategy string) *CleanupReconciler {
 	return &CleanupReconciler{
 		Client:          mgr.GetClient(),
-		APIReader:       mgr.GetAPIReader(),
 		Recorder:        mgr.GetEventRecorder("arbiter-cleanup"),
 		Workers:         workers,
 		DefaultStrategy: defaultStrategy,
@@ -321,9 +319,10 @@ func (r *CleanupReconciler) tracker(p *arbiterv1alpha1.CleanupPolicy) *policyTra
 }
 
 // remove deletes one operation as judged, or under dryRun reports that it
-// would. The operation is read again from the API server first, and deleted
-// only with preconditions on the UID and resourceVersion it was judged at:
-// one that changed since is left for the next judgement.
+// would. The delete carries preconditions on the UID and resourceVersion it
+// was judged at, which the API server checks in the same transaction: one
+// that changed since (or a stale cached copy) is left for the next
+// judgement, which its update brings.
 func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.CleanupPolicy, judged *arbiterv1alpha1.ConflictResolutionOperation, why string) error {
 	t := r.tracker(gov)
 	strategy := string(gov.Spec.Strategy)
@@ -346,15 +345,8 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 	if err := t.limiter.Wait(ctx); err != nil {
 		return err
 	}
-	fresh := &arbiterv1alpha1.ConflictResolutionOperation{}
-	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(judged), fresh); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	if fresh.UID != judged.UID || fresh.ResourceVersion != judged.ResourceVersion {
-		return nil // changed since it was judged; its update will be judged anew
-	}
-	uid, rv := fresh.UID, fresh.ResourceVersion
-	err := r.Client.Delete(ctx, fresh, client.Preconditions{UID: &uid, ResourceVersion: &rv})
+	uid, rv := judged.UID, judged.ResourceVersion
+	err := r.Client.Delete(ctx, judged, client.Preconditions{UID: &uid, ResourceVersion: &rv})
 	switch {
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 		return nil
@@ -367,7 +359,7 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		r.Recorder.Eventf(judged, gov, corev1.EventTypeWarning, "CleanupFailed", "Cleanup", "Could not remove it (%s): %v", why, err)
 		return fmt.Errorf("removing %s: %w", client.ObjectKeyFromObject(judged), err)
 	}
-	latency := time.Since(cleanup.CompletedAt(fresh))
+	latency := time.Since(cleanup.CompletedAt(judged))
 	r.mu.Lock()
 	t.outcomes.Add(time.Now(), false)
 	t.latencies.Add(latency)

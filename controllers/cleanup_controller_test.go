@@ -299,7 +299,7 @@ var _ = Describe("Cleanup", func() {
 		changed.Labels = map[string]string{"keep": "for-audit"}
 		Expect(k8sClient.Update(ctx, changed)).To(Succeed())
 
-		cleaner := &CleanupReconciler{Client: k8sClient, APIReader: k8sClient, Recorder: clientevents.NewFakeRecorder(10),
+		cleaner := &CleanupReconciler{Client: k8sClient, Recorder: clientevents.NewFakeRecorder(10),
 			trackers: map[client.ObjectKey]*policyTracker{}}
 		Expect(cleaner.remove(ctx, p, judged, "test")).To(Succeed())
 		Expect(exists(judged)).To(BeTrue())

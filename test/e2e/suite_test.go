@@ -18,6 +18,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -28,6 +29,7 @@ import (
 
 var (
 	testEnv    *envtest.Environment
+	cfg        *rest.Config
 	k8sClient  client.Client
 	kubeconfig string
 	kubectlBin string
@@ -54,8 +56,11 @@ var _ = BeforeSuite(func() {
 
 	testEnv, err = util.NewEnvironment(envtest.WebhookInstallOptions{Paths: util.WebhookManifests()})
 	Expect(err).NotTo(HaveOccurred())
+	// A certificate directory of our own survives an API server restart, so
+	// the restarted server keeps the CA every kubeconfig trusts.
+	testEnv.ControlPlane.GetAPIServer().CertDir = GinkgoT().TempDir()
 	scheme := testEnv.Scheme
-	cfg, err := testEnv.Start()
+	cfg, err = testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
 	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
@@ -110,6 +115,23 @@ func startManager(extraArgs ...string) *managerProcess {
 		g.Expect(httpGet("http://" + m.probeAddr + "/readyz")).To(Equal("ok"))
 	}, util.LongTimeout, util.Interval).Should(Succeed())
 	return m
+}
+
+// metric reads a counter or gauge without labels from the manager's
+// /metrics (served over plain HTTP in these tests).
+func (m *managerProcess) metric(name string) float64 {
+	GinkgoHelper()
+	body, err := httpGet("http://" + m.metricsAddr + "/metrics")
+	Expect(err).NotTo(HaveOccurred())
+	for line := range strings.Lines(body) {
+		if value, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			v, err := strconv.ParseFloat(value, 64)
+			Expect(err).NotTo(HaveOccurred(), line)
+			return v
+		}
+	}
+	Fail(fmt.Sprintf("metric %s not exported", name))
+	return 0
 }
 
 func (m *managerProcess) stop() {
