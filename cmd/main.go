@@ -38,6 +38,7 @@ type options struct {
 	metricsAddr            string
 	metricsSecure          bool
 	probeAddr              string
+	pprofAddr              string
 	webhookPort            int
 	webhookCertDir         string
 	leaderElect            bool
@@ -65,6 +66,8 @@ func bindFlags(fs *flag.FlagSet, o *options) {
 		"Serve metrics over HTTPS, authenticated and authorized against the API server (TokenReview and SubjectAccessReview).")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081",
 		"Address the /healthz and /readyz probes bind to.")
+	fs.StringVar(&o.pprofAddr, "pprof-bind-address", "",
+		"Address Go's pprof endpoints (/debug/pprof/) bind to, for profiling, for example 127.0.0.1:6060; empty (the default) disables them.")
 	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "",
 		"Namespace of the leader election Lease (default: the manager's own namespace; required outside a cluster).")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443,
@@ -153,6 +156,7 @@ func run(o options) error {
 		Scheme:                 scheme,
 		Metrics:                metricsOpts,
 		HealthProbeBindAddress: o.probeAddr,
+		PprofBindAddress:       o.pprofAddr,
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Port:    o.webhookPort,
 			CertDir: o.webhookCertDir,

@@ -58,6 +58,12 @@ type env struct {
 	testEnv *envtest.Environment
 	c       client.WithWatch
 	kube    *kubernetes.Clientset
+	// kubeconfig is a file for the processes the benchmarks start.
+	kubeconfig string
+	kubectl    string
+	wh         *envtest.WebhookInstallOptions
+	// mgr is the manager the scenarios run against.
+	mgr *manager
 }
 
 func BenchmarkEndToEnd(b *testing.B) {
@@ -69,23 +75,50 @@ func BenchmarkEndToEnd(b *testing.B) {
 	defer func() { _ = e.testEnv.Stop() }()
 
 	var results []Result
-	results = append(results, e.rawLimit())
+	// The raw limit runs with no manager and no webhook: an upper bound.
+	raw := e.rawLimit()
+	results = append(results, raw)
 
-	wh := &envtest.WebhookInstallOptions{Paths: util.WebhookManifests()}
-	if err := wh.Install(e.testEnv.Config); err != nil {
+	e.wh = &envtest.WebhookInstallOptions{Paths: util.WebhookManifests()}
+	if err := e.wh.Install(e.testEnv.Config); err != nil {
 		b.Fatal(err)
 	}
-	stop := startManager(b, e, wh)
-	defer stop()
+	if selected("zombies") {
+		results = append(results, e.zombieFootprint()...)
+	} else {
+		e.mgr = startManager(b, e, e.wh)
+	}
+	defer func() { e.mgr.stop() }()
 
-	storm := e.storm(results[0])
-	results = append(results, storm, e.queue())
+	for _, s := range []struct {
+		name string
+		run  func() Result
+	}{
+		{"storm", func() Result { return e.storm(raw) }},
+		{"queue", e.queue},
+		{"steady", e.steady},
+		{"outcomes", e.writesPerOutcome},
+		{"anchor", e.cleanupVersusTTL},
+	} {
+		if selected(s.name) {
+			results = append(results, s.run())
+		}
+	}
+	results = append(results, goals(results))
 
 	printTable(results)
-	raw, _ := json.MarshalIndent(results, "", "  ")
-	if err := os.WriteFile(util.Path("bench.json"), append(raw, '\n'), 0o644); err != nil {
+	out, _ := json.MarshalIndent(results, "", "  ")
+	if err := os.WriteFile(util.Path("bench.json"), append(out, '\n'), 0o644); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// selected reports whether a scenario runs: all of them, unless
+// BENCH_SCENARIOS names some (comma-separated: zombies, storm, queue,
+// steady, outcomes, anchor).
+func selected(name string) bool {
+	only := os.Getenv("BENCH_SCENARIOS")
+	return only == "" || slices.Contains(strings.Split(only, ","), name)
 }
 
 func startEnv(b *testing.B, ctx context.Context) *env {
@@ -107,25 +140,39 @@ func startEnv(b *testing.B, ctx context.Context) *env {
 	if err := util.InstallAdmission(ctx, c); err != nil {
 		b.Fatal(err)
 	}
-	return &env{t: b, ctx: ctx, testEnv: te, c: c, kube: kube}
-}
-
-func startManager(b *testing.B, e *env, wh *envtest.WebhookInstallOptions) func() {
-	dir := b.TempDir()
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, e.testEnv.KubeConfig, 0o600); err != nil {
+	kubeconfig := filepath.Join(b.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, te.KubeConfig, 0o600); err != nil {
 		b.Fatal(err)
 	}
-	probe := freeAddr(b)
-	cmd := exec.Command(util.Path("bin", "manager"), "--kubeconfig", kubeconfig,
-		"--health-probe-bind-address", probe, "--metrics-bind-address", freeAddr(b), "--metrics-secure=false",
-		"--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir, "--zap-log-level=error", "--operation-workers=32", "--cleanup-workers=16")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
+	assets, err := util.AssetsDir()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &env{t: b, ctx: ctx, testEnv: te, c: c, kube: kube, kubeconfig: kubeconfig, kubectl: filepath.Join(assets, "kubectl")}
+}
+
+// manager is a running bin/manager.
+type manager struct {
+	cmd                   *exec.Cmd
+	probe, metrics, pprof string
+}
+
+// startManager runs bin/manager as its own process, serving the webhook wh
+// describes, with pprof on, and waits until it is ready and the
+// requestedBy policy stamps operations.
+func startManager(b testing.TB, e *env, wh *envtest.WebhookInstallOptions) *manager {
+	m := &manager{probe: freeAddr(b), metrics: freeAddr(b), pprof: freeAddr(b)}
+	m.cmd = exec.Command(util.Path("bin", "manager"), "--kubeconfig", e.kubeconfig,
+		"--health-probe-bind-address", m.probe, "--metrics-bind-address", m.metrics, "--metrics-secure=false",
+		"--pprof-bind-address", m.pprof,
+		"--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir, "--zap-log-level=error",
+		"--operation-workers=32", "--cleanup-workers="+strconv.Itoa(cleanupWorkers))
+	m.cmd.Stdout, m.cmd.Stderr = os.Stderr, os.Stderr
+	if err := m.cmd.Start(); err != nil {
 		b.Fatalf("starting bin/manager (run make build): %v", err)
 	}
 	ready := func(ctx context.Context) (bool, error) {
-		resp, err := http.Get("http://" + probe + "/readyz")
+		resp, err := http.Get("http://" + m.probe + "/readyz")
 		if err != nil {
 			return false, nil
 		}
@@ -136,15 +183,19 @@ func startManager(b *testing.B, e *env, wh *envtest.WebhookInstallOptions) func(
 		stamped, err := util.RequestedByStamped(ctx, e.c)
 		return stamped && err == nil, nil
 	}
-	if err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, time.Minute, true, ready); err != nil {
-		b.Fatalf("bin/manager not ready, or requestedBy not stamped, after a minute: %v", err)
+	if err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 2*time.Minute, true, ready); err != nil {
+		b.Fatalf("bin/manager not ready, or requestedBy not stamped, after two minutes: %v", err)
 	}
-	managerPID = cmd.Process.Pid
-	return func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() }
+	return m
 }
 
-// managerPID is the manager process, whose CPU time the scenarios report.
-var managerPID int
+func (m *manager) stop() { _ = m.cmd.Process.Kill(); _, _ = m.cmd.Process.Wait() }
+
+func (m *manager) pid() int { return m.cmd.Process.Pid }
+
+// cleanupWorkers is the manager's --cleanup-workers, and the TTL anchor's
+// worker count.
+const cleanupWorkers = 16
 
 // cpuSeconds is the CPU time (user and system) a process has used so far.
 func cpuSeconds(pid int) float64 {
@@ -160,7 +211,7 @@ func cpuSeconds(pid int) float64 {
 	return (utime + stime) / 100
 }
 
-func freeAddr(b *testing.B) string {
+func freeAddr(b testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -271,7 +322,9 @@ func (e *env) rawLimit() Result {
 // run creates the operations from the benchmark's workers and watches them
 // until each is terminal and, if gone is set, the rejected ones are deleted.
 // It returns create-to-terminal latencies and the time it all took.
-func (e *env) run(ns string, ops []*arbiterv1alpha1.ConflictResolutionOperation, gone bool) (lat []time.Duration, elapsed time.Duration, phases map[arbiterv1alpha1.OperationPhase]int) {
+// With pace set, the operations are created one every pace instead, each
+// from a goroutine of its own.
+func (e *env) run(ns string, ops []*arbiterv1alpha1.ConflictResolutionOperation, gone bool, pace time.Duration) (lat []time.Duration, elapsed time.Duration, phases map[arbiterv1alpha1.OperationPhase]int) {
 	w, err := e.c.Watch(e.ctx, &arbiterv1alpha1.ConflictResolutionOperationList{}, client.InNamespace(ns))
 	if err != nil {
 		e.t.Fatal(err)
@@ -280,15 +333,26 @@ func (e *env) run(ns string, ops []*arbiterv1alpha1.ConflictResolutionOperation,
 	var mu sync.Mutex
 	created := map[string]time.Time{}
 	start := time.Now()
-	go parallel(len(ops), func(i int) {
-		t := time.Now()
+	create := func(i int) {
+		mu.Lock()
+		created[ops[i].Name] = time.Now()
+		mu.Unlock()
 		if err := e.c.Create(e.ctx, ops[i]); err != nil {
 			e.t.Error(err)
 		}
-		mu.Lock()
-		created[ops[i].Name] = t
-		mu.Unlock()
-	})
+	}
+	if pace == 0 {
+		go parallel(len(ops), create)
+	} else {
+		go func() {
+			tick := time.NewTicker(pace)
+			defer tick.Stop()
+			for i := range ops {
+				<-tick.C
+				go create(i)
+			}
+		}()
+	}
 	terminal := map[string]time.Time{}
 	phases = map[arbiterv1alpha1.OperationPhase]int{}
 	deleted := 0
@@ -345,9 +409,9 @@ func (e *env) storm(raw Result) Result {
 			ops = append(ops, operation(ns, fmt.Sprintf("op-%d-%d", t, i), t, int32(i+1), false))
 		}
 	}
-	before, cpuBefore := e.writes(), cpuSeconds(managerPID)
-	lat, elapsed, phases := e.run(ns, ops, true)
-	after, cpu := e.writes(), cpuSeconds(managerPID)-cpuBefore
+	before, cpuBefore := e.writes(), cpuSeconds(e.mgr.pid())
+	lat, elapsed, phases := e.run(ns, ops, true, 0)
+	after, cpu := e.writes(), cpuSeconds(e.mgr.pid())-cpuBefore
 	n := float64(len(ops))
 	return Result{Scenario: "storm-reject-immediate", Cores: runtime.NumCPU(), Figures: map[string]float64{
 		"operations": n, "succeeded": float64(phases[arbiterv1alpha1.PhaseSucceeded]), "rejected": float64(phases[arbiterv1alpha1.PhaseRejected]),
@@ -373,7 +437,7 @@ func (e *env) queue() Result {
 			ops = append(ops, op)
 		}
 	}
-	lat, elapsed, phases := e.run(ns, ops, false)
+	lat, elapsed, phases := e.run(ns, ops, false, 0)
 	return Result{Scenario: "queue", Cores: runtime.NumCPU(), Figures: map[string]float64{
 		"operations": float64(len(ops)), "succeeded": float64(phases[arbiterv1alpha1.PhaseSucceeded]),
 		"seconds_until_all_succeeded": elapsed.Seconds(),
@@ -384,6 +448,13 @@ func (e *env) queue() Result {
 
 // writes sums the API server's mutating requests on operations and accounts.
 func (e *env) writes() float64 {
+	w := e.writesByResource()
+	return w["conflictresolutionoperations"] + w["accounts"]
+}
+
+// writesByResource counts the API server's mutating requests so far, by
+// resource, from its apiserver_request_total.
+func (e *env) writesByResource() map[string]float64 {
 	raw, err := e.kube.RESTClient().Get().AbsPath("/metrics").DoRaw(e.ctx)
 	if err != nil {
 		e.t.Fatal(err)
@@ -393,7 +464,7 @@ func (e *env) writes() float64 {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	total := 0.0
+	total := map[string]float64{}
 	for _, m := range families["apiserver_request_total"].GetMetric() {
 		labels := map[string]string{}
 		for _, l := range m.GetLabel() {
@@ -401,11 +472,7 @@ func (e *env) writes() float64 {
 		}
 		switch labels["verb"] {
 		case "POST", "PUT", "PATCH", "DELETE":
-		default:
-			continue
-		}
-		if labels["resource"] == "conflictresolutionoperations" || labels["resource"] == "accounts" {
-			total += m.GetCounter().GetValue()
+			total[labels["resource"]] += m.GetCounter().GetValue()
 		}
 	}
 	return total

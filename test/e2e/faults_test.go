@@ -26,7 +26,7 @@ func (m *managerProcess) kill() {
 	Eventually(m.done, util.Timeout).Should(BeClosed())
 }
 
-var _ = Describe("Faults", func() {
+var _ = Describe("Faults", Label("faults"), func() {
 	DescribeTable("surviving a storm of SIGKILLs: each target holds exactly its Succeeded credits, none applied twice, none lost",
 		func(ns string, onConflict arbiterv1alpha1.ConflictPolicy) {
 			const accounts, operations, kills = 10, 200, 8
@@ -101,7 +101,7 @@ func terminal(ns string) map[string]arbiterv1alpha1.OperationPhase {
 	return out
 }
 
-var _ = Describe("Leader failover", func() {
+var _ = Describe("Leader failover", Label("faults"), func() {
 	It("hands the work to the standby replica when the leader dies; nothing is lost or applied twice", func() {
 		const ns, accounts, operations = "failover", 5, 100
 		manager.stop()

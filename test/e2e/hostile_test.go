@@ -17,7 +17,7 @@ import (
 	"github.com/arbiter-dev/arbiter/test/util"
 )
 
-var _ = Describe("Hostile input", Ordered, func() {
+var _ = Describe("Hostile input", Label("faults"), Ordered, func() {
 	const ns = "hostile"
 
 	BeforeAll(func() {

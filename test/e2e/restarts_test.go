@@ -25,7 +25,7 @@ import (
 	"github.com/arbiter-dev/arbiter/test/util"
 )
 
-var _ = Describe("API server restart", func() {
+var _ = Describe("API server restart", Label("faults"), func() {
 	It("reconnects when kube-apiserver is killed and restarted mid-storm (etcd kept); nothing is lost or applied twice", func() {
 		const ns, accounts, operations = "apiserver-restart", 10, 200
 		Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
@@ -62,7 +62,7 @@ var _ = Describe("API server restart", func() {
 	})
 })
 
-var _ = Describe("External writers", func() {
+var _ = Describe("External writers", Label("faults"), func() {
 	It("loses neither the credits nor the writes of another client hammering the same targets", func() {
 		const ns, accounts, operations, external = "external-writers", 5, 100, 1000
 		Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
@@ -139,7 +139,7 @@ var _ = Describe("External writers", func() {
 	})
 })
 
-var _ = Describe("Cleanup across restarts", func() {
+var _ = Describe("Cleanup across restarts", Label("faults"), func() {
 	It("keeps each Deferred zombie for its retention and deletes all of them, rate-limited, across a manager restart", func() {
 		const ns, zombies, perSecond = "deferred-restart", 5000, 100
 		Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())

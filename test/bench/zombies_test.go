@@ -1,0 +1,212 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/test/util"
+)
+
+// zombieFootprint measures what zombies cost: the manager's memory with 0,
+// 10k and 50k of them in the cluster, `kubectl get cro -A` with them and
+// after arbiter cleaned them up, and how long that cleanup took. The zombies
+// are written straight to the API server (create, then a Failed status)
+// with the manager stopped and its webhook unregistered, so that 50k take a
+// minute rather than arbiter's own pace; the manager then starts with them
+// all, as after a restart.
+func (e *env) zombieFootprint() []Result {
+	const ns = "zombies"
+	if err := e.c.Create(e.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		e.t.Fatal(err)
+	}
+	figures := map[string]float64{}
+	measure := func(zombies int) {
+		m := startManager(e.t, e, e.wh)
+		rss, heap := e.footprint(m)
+		m.stop()
+		figures[fmt.Sprintf("manager_rss_mib_with_%dk_zombies", zombies/1000)] = rss / (1 << 20)
+		figures[fmt.Sprintf("manager_heap_inuse_mib_with_%dk_zombies", zombies/1000)] = heap / (1 << 20)
+		if zombies > 0 {
+			figures[fmt.Sprintf("kubectl_get_cro_all_seconds_with_%dk_zombies", zombies/1000)] = e.kubectlGetAll()
+		}
+	}
+
+	measure(0)
+	e.withoutWebhook(func() { e.bulkZombies(ns, 0, 10000) })
+	measure(10000)
+	e.withoutWebhook(func() { e.bulkZombies(ns, 10000, 50000) })
+	measure(50000)
+	base := figures["manager_heap_inuse_mib_with_0k_zombies"]
+	figures["manager_heap_bytes_per_zombie"] = (figures["manager_heap_inuse_mib_with_50k_zombies"] - base) * (1 << 20) / 50000
+	figures["manager_rss_bytes_per_zombie"] = (figures["manager_rss_mib_with_50k_zombies"] - figures["manager_rss_mib_with_0k_zombies"]) * (1 << 20) / 50000
+
+	// Arbiter removes all 50k under Immediate, limited by its client's QPS
+	// alone (maxDeletionsPerSecond at its 10000 maximum).
+	e.mgr = startManager(e.t, e, e.wh)
+	start := time.Now()
+	if err := e.c.Create(e.ctx, &arbiterv1alpha1.CleanupPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "immediate"},
+		Spec: arbiterv1alpha1.CleanupPolicySpec{Strategy: arbiterv1alpha1.CleanupImmediate, MaxDeletionsPerSecond: 10000}}); err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitGone(ns, 10*time.Minute)
+	figures["cleanup_50k_zombies_seconds"] = time.Since(start).Seconds()
+	figures["kubectl_get_cro_all_seconds_after_cleanup"] = e.kubectlGetAll()
+
+	return []Result{{Scenario: "zombie-footprint", Cores: runtime.NumCPU(), Figures: figures,
+		Notes: "manager memory after a forced GC, settled, with 0/10k/50k Failed operations cached; kubectl get cro -A median of 3; then all 50k removed by an Immediate policy"}}
+}
+
+// bulkZombies writes Failed operations zombie-from..zombie-(to-1) into ns.
+func (e *env) bulkZombies(ns string, from, to int) {
+	parallel(to-from, func(i int) {
+		op := &arbiterv1alpha1.ConflictResolutionOperation{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("zombie-%d", from+i)},
+			Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{Function: "credit-account",
+				Params: &apiextensionsv1.JSON{Raw: []byte(`{"amount": 1}`)},
+				Targets: []arbiterv1alpha1.Target{{APIVersion: "bank.example.com/v1", Kind: "Account",
+					Name: fmt.Sprintf("acct-%d", i%200), Expression: creditExpr}}},
+		}
+		if err := e.c.Create(e.ctx, op); err != nil {
+			e.t.Error(err)
+			return
+		}
+		now := metav1.NowMicro()
+		op.Status = arbiterv1alpha1.ConflictResolutionOperationStatus{Phase: arbiterv1alpha1.PhaseFailed,
+			Reason: arbiterv1alpha1.ReasonTargetNotFound, Message: "Account acct not found", CompletedAt: &now}
+		if err := e.c.Status().Update(e.ctx, op); err != nil {
+			e.t.Error(err)
+		}
+	})
+}
+
+// withoutWebhook runs f with arbiter's webhook unregistered, so that
+// operations can be created with no manager running.
+func (e *env) withoutWebhook(f func()) {
+	for _, h := range e.wh.ValidatingWebhooks {
+		if err := e.c.Delete(e.ctx, h); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	// The API server drops a deleted webhook within a moment; until then a
+	// create may still be sent to it.
+	probe := func(ctx context.Context) (bool, error) {
+		_, err := util.RequestedByStamped(ctx, e.c)
+		return err == nil, nil
+	}
+	if err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, time.Minute, true, probe); err != nil {
+		e.t.Fatal("the API server still calls the webhook a minute after it was removed")
+	}
+	f()
+	for _, h := range e.wh.ValidatingWebhooks {
+		h.SetResourceVersion("")
+	}
+	if err := e.wh.Install(e.testEnv.Config); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// footprint waits until the manager has nothing queued, forces a GC through
+// pprof, and returns its resident set and in-use heap, in bytes.
+func (e *env) footprint(m *manager) (rss, heap float64) {
+	idle := 0
+	settled := func(context.Context) (bool, error) {
+		families := scrape(e.t, "http://"+m.metrics+"/metrics")
+		depth := 0.0
+		for _, metric := range families["workqueue_depth"].GetMetric() {
+			depth += metric.GetGauge().GetValue()
+		}
+		if depth == 0 {
+			idle++
+		} else {
+			idle = 0
+		}
+		return idle >= 3, nil
+	}
+	if err := wait.PollUntilContextTimeout(e.ctx, 500*time.Millisecond, 5*time.Minute, true, settled); err != nil {
+		e.t.Fatal("the manager's work queues did not drain within 5 minutes")
+	}
+	resp, err := http.Get("http://" + m.pprof + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	heap = scrape(e.t, "http://"+m.metrics+"/metrics")["go_memstats_heap_inuse_bytes"].GetMetric()[0].GetGauge().GetValue()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.pid()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if kb, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			v, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), 64)
+			rss = v * 1024
+		}
+	}
+	return rss, heap
+}
+
+// kubectlGetAll is the median wall time of three `kubectl get cro -A`.
+func (e *env) kubectlGetAll() float64 {
+	var times []float64
+	for range 3 {
+		cmd := exec.Command(e.kubectl, "--kubeconfig", e.kubeconfig, "get", "cro", "-A")
+		cmd.Stdout = io.Discard
+		start := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			e.t.Fatalf("kubectl get cro -A: %v: %s", err, out)
+		}
+		times = append(times, time.Since(start).Seconds())
+	}
+	slices.Sort(times)
+	return times[1]
+}
+
+// waitGone waits until namespace ns holds no operation.
+func (e *env) waitGone(ns string, timeout time.Duration) {
+	gone := func(ctx context.Context) (bool, error) {
+		var list metav1.PartialObjectMetadataList
+		list.SetGroupVersionKind(arbiterv1alpha1.GroupVersion.WithKind("ConflictResolutionOperationList"))
+		if err := e.c.List(ctx, &list, client.InNamespace(ns), client.Limit(1)); err != nil {
+			return false, err
+		}
+		return len(list.Items) == 0, nil
+	}
+	if err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, timeout, true, gone); err != nil {
+		e.t.Fatalf("operations left in %s after %s: %v", ns, timeout, err)
+	}
+}
+
+// scrape reads a Prometheus text endpoint.
+func scrape(t testing.TB, url string) map[string]*dto.MetricFamily {
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return families
+}
