@@ -95,7 +95,7 @@ func (r *CleanupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("cleanup").
 		For(&arbiterv1alpha1.ConflictResolutionOperation{}, builder.WithPredicates(terminal)).
 		Watches(&arbiterv1alpha1.CleanupPolicy{}, handler.EnqueueRequestsFromMapFunc(r.policyToZombies)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers, RateLimiter: retryLimiter()}).
 		Complete(reconcile.Func(r.reconcileZombie))
 	if err != nil {
 		return err
@@ -104,7 +104,7 @@ func (r *CleanupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("cleanuppolicy").
 		For(&arbiterv1alpha1.CleanupPolicy{}).
 		Watches(&arbiterv1alpha1.ConflictResolutionOperation{}, r.coalescedPolicyRefresh(), builder.WithPredicates(terminal)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers, RateLimiter: retryLimiter()}).
 		Complete(reconcile.Func(r.reconcilePolicy))
 }
 

@@ -120,7 +120,7 @@ func (r *OperationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&arbiterv1alpha1.ConflictResolutionOperation{}).
 		WatchesRawSource(source.Channel(r.verdicts, &handler.TypedEnqueueRequestForObject[*arbiterv1alpha1.ConflictResolutionOperation]{})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers, RateLimiter: retryLimiter()}).
 		Complete(r)
 }
 

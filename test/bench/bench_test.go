@@ -165,7 +165,7 @@ func startManager(b testing.TB, e *env, wh *envtest.WebhookInstallOptions) *mana
 	m.cmd = exec.Command(util.Path("bin", "manager"), "--kubeconfig", e.kubeconfig,
 		"--health-probe-bind-address", m.probe, "--metrics-bind-address", m.metrics, "--metrics-secure=false",
 		"--pprof-bind-address", m.pprof,
-		"--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir, "--zap-log-level=error",
+		"--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir, "--zap-log-level="+cmpOr(os.Getenv("BENCH_MANAGER_LOG"), "error"),
 		"--operation-workers=32", "--cleanup-workers="+strconv.Itoa(cleanupWorkers))
 	m.cmd.Stdout, m.cmd.Stderr = os.Stderr, os.Stderr
 	if err := m.cmd.Start(); err != nil {
@@ -325,7 +325,7 @@ func (e *env) rawLimit() Result {
 // With pace set, the operations are created one every pace instead, each
 // from a goroutine of its own.
 func (e *env) run(ns string, ops []*arbiterv1alpha1.ConflictResolutionOperation, gone bool, pace time.Duration) (lat []time.Duration, elapsed time.Duration, phases map[arbiterv1alpha1.OperationPhase]int) {
-	w, err := e.c.Watch(e.ctx, &arbiterv1alpha1.ConflictResolutionOperationList{}, client.InNamespace(ns))
+	w, err := util.WatchOperations(e.ctx, e.c, ns)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -359,7 +359,10 @@ func (e *env) run(ns string, ops []*arbiterv1alpha1.ConflictResolutionOperation,
 	timeout := time.After(waitTimeout)
 	for len(terminal) < len(ops) || (gone && deleted < phases[arbiterv1alpha1.PhaseRejected]) {
 		select {
-		case ev := <-w.ResultChan():
+		case ev, open := <-w.ResultChan():
+			if !open {
+				e.t.Fatalf("%s: the watch ended", ns)
+			}
 			op, ok := ev.Object.(*arbiterv1alpha1.ConflictResolutionOperation)
 			if !ok {
 				continue
@@ -491,4 +494,11 @@ func printTable(results []Result) {
 			fmt.Printf("%-24s %-44s %12.3f\n", r.Scenario, k, r.Figures[k])
 		}
 	}
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }

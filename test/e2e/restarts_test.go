@@ -148,7 +148,7 @@ var _ = Describe("Cleanup across restarts", Label("faults"), func() {
 		// when seen, never earlier than it happened.
 		watcher, err := client.NewWithWatch(cfg, client.Options{Scheme: testEnv.Scheme})
 		Expect(err).NotTo(HaveOccurred())
-		w, err := watcher.Watch(ctx, &arbiterv1alpha1.ConflictResolutionOperationList{}, client.InNamespace(ns))
+		w, err := util.WatchOperations(ctx, watcher, ns)
 		Expect(err).NotTo(HaveOccurred())
 		defer w.Stop()
 		type fate struct{ completed, deleted time.Time }

@@ -18,7 +18,10 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/apimachinery/pkg/watch"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -140,4 +143,19 @@ func NewEnvironment(webhooks envtest.WebhookInstallOptions) (*envtest.Environmen
 		Scheme:                scheme,
 		WebhookInstallOptions: webhooks,
 	}, nil
+}
+
+// WatchOperations watches the operations of namespace ns from now on, and
+// resumes where it left off when the API server closes the watch (as it
+// does to a watcher that falls behind on a busy machine): a test that counts
+// events must not lose any.
+func WatchOperations(ctx context.Context, c client.WithWatch, ns string) (watch.Interface, error) {
+	var list arbiterv1alpha1.ConflictResolutionOperationList
+	if err := c.List(ctx, &list, client.InNamespace(ns), client.Limit(1)); err != nil {
+		return nil, err
+	}
+	lw := &cache.ListWatch{WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+		return c.Watch(ctx, &arbiterv1alpha1.ConflictResolutionOperationList{}, client.InNamespace(ns), &client.ListOptions{Raw: &opts})
+	}}
+	return watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, lw)
 }
