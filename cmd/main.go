@@ -13,7 +13,6 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -165,9 +164,9 @@ func run(o options) error {
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "arbiter.arbiter.dev",
 		LeaderElectionNamespace: o.leaderElectionNS,
-		// Operations are many and short-lived; managedFields would double
-		// the memory each one costs in the cache.
-		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		// Operations are many, and zombies can number tens of thousands:
+		// no managedFields, and finished operations trimmed.
+		Cache: registry.CacheOptions(),
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -54,7 +55,7 @@ type CleanupReconciler struct {
 
 	mu       sync.Mutex
 	trackers map[types.NamespacedName]*policyTracker
-	met      chan []string
+	met      chan metTargets
 }
 
 // policyTracker is what a policy's report needs that the cluster does not
@@ -77,7 +78,7 @@ func NewCleanupReconciler(mgr ctrl.Manager, workers int, defaultStrategy string)
 		Workers:         workers,
 		DefaultStrategy: defaultStrategy,
 		trackers:        map[types.NamespacedName]*policyTracker{},
-		met:             make(chan []string, 4096),
+		met:             make(chan metTargets, 4096),
 	}
 }
 
@@ -94,7 +95,9 @@ func (r *CleanupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("cleanup").
 		For(&arbiterv1alpha1.ConflictResolutionOperation{}, builder.WithPredicates(terminal)).
-		Watches(&arbiterv1alpha1.CleanupPolicy{}, handler.EnqueueRequestsFromMapFunc(r.policyToZombies)).
+		// A policy's spec, not its status reports, changes which zombies it removes.
+		Watches(&arbiterv1alpha1.CleanupPolicy{}, handler.EnqueueRequestsFromMapFunc(r.policyToZombies),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers, RateLimiter: retryLimiter()}).
 		Complete(reconcile.Func(r.reconcileZombie))
 	if err != nil {
@@ -245,16 +248,22 @@ func (r *CleanupReconciler) enforceHistory(ctx context.Context, gov *arbiterv1al
 	return nil
 }
 
+// metTargets are the targets of one operation arbiter is working on.
+type metTargets struct {
+	namespace string
+	keys      []string
+}
+
 // MeetTargets tells lazy cleanup that arbiter is working on an operation's
 // targets; their zombies old enough under a Lazy policy are removed. It
 // never blocks the caller.
 func (r *CleanupReconciler) MeetTargets(op *arbiterv1alpha1.ConflictResolutionOperation) {
-	keys := make([]string, 0, len(op.Spec.Targets))
+	met := metTargets{namespace: op.Namespace, keys: make([]string, 0, len(op.Spec.Targets))}
 	for _, t := range op.Spec.Targets {
-		keys = append(keys, registry.KeyOf(op.Namespace, t))
+		met.keys = append(met.keys, registry.KeyOf(op.Namespace, t))
 	}
 	select {
-	case r.met <- keys:
+	case r.met <- met:
 	default: // Lazy cleanup is best effort: the target will be met again.
 	}
 }
@@ -265,14 +274,33 @@ func (r *CleanupReconciler) runLazy(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case keys := <-r.met:
-			for _, k := range keys {
+		case met := <-r.met:
+			// Most namespaces have no Lazy policy: then a target's
+			// operations need not be read at all.
+			if lazy, err := r.lazyIn(ctx, met.namespace); err != nil || !lazy {
+				continue
+			}
+			for _, k := range met.keys {
 				if err := r.cleanTarget(ctx, k); err != nil {
 					ctrl.LoggerFrom(ctx).Error(err, "Lazy cleanup failed", "target", k)
 				}
 			}
 		}
 	}
+}
+
+// lazyIn reports whether a Lazy strategy can govern operations of namespace.
+func (r *CleanupReconciler) lazyIn(ctx context.Context, namespace string) (bool, error) {
+	if r.DefaultStrategy == string(arbiterv1alpha1.CleanupLazy) {
+		return true, nil
+	}
+	var list arbiterv1alpha1.CleanupPolicyList
+	if err := r.Client.List(ctx, &list, client.InNamespace(namespace)); err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(list.Items, func(p arbiterv1alpha1.CleanupPolicy) bool {
+		return p.Spec.Strategy == arbiterv1alpha1.CleanupLazy
+	}), nil
 }
 
 func (r *CleanupReconciler) cleanTarget(ctx context.Context, key string) error {

@@ -88,6 +88,7 @@ func startManager() func() {
 		Scheme:                 testScheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
+		Cache:                  registry.CacheOptions(),
 		// Tests restart the manager in one process.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})

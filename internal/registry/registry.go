@@ -69,20 +69,24 @@ func Setup(ctx context.Context, indexer client.FieldIndexer) error {
 }
 
 // OnTarget lists the operations that name a target, whatever their phase.
+// From a cache, they share its maps and slices (no deep copy: a namespace
+// can hold tens of thousands of finished operations): read them, never
+// change them.
 func OnTarget(ctx context.Context, c client.Reader, key string) ([]arbiterv1alpha1.ConflictResolutionOperation, error) {
 	var list arbiterv1alpha1.ConflictResolutionOperationList
-	if err := c.List(ctx, &list, client.MatchingFields{TargetKey: key}); err != nil {
+	if err := c.List(ctx, &list, client.MatchingFields{TargetKey: key}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing operations on %s: %w", key, err)
 	}
 	return list.Items, nil
 }
 
-// InPhases lists a namespace's operations in any of the phases.
+// InPhases lists a namespace's operations in any of the phases. As with
+// OnTarget, read them, never change them.
 func InPhases(ctx context.Context, c client.Reader, namespace string, phases ...arbiterv1alpha1.OperationPhase) ([]arbiterv1alpha1.ConflictResolutionOperation, error) {
 	var out []arbiterv1alpha1.ConflictResolutionOperation
 	for _, p := range phases {
 		var list arbiterv1alpha1.ConflictResolutionOperationList
-		if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{PhaseKey: string(p)}); err != nil {
+		if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{PhaseKey: string(p)}, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("listing %s operations in %s: %w", p, namespace, err)
 		}
 		out = append(out, list.Items...)

@@ -90,7 +90,9 @@ func (e *env) arbiterCleanupBurst() time.Duration {
 			e.t.Error(err)
 		}
 	})
-	e.waitGone(ns, 5*time.Minute)
+	if left := e.waitGone(ns, 5*time.Minute); left > 0 {
+		e.t.Fatalf("%d of %d zombies left in %s after 5 minutes", left, anchorObjects, ns)
+	}
 	return time.Since(start)
 }
 
@@ -98,7 +100,14 @@ func (e *env) ttlCleanupBurst() time.Duration {
 	const ns = "anchor-ttl"
 	e.namespace(ns, 0)
 	kcm := e.startKubeControllerManager()
-	defer func() { _ = kcm.Process.Kill(); _, _ = kcm.Process.Wait() }()
+	stop := func() {
+		if kcm.ProcessState == nil {
+			_ = kcm.Process.Kill()
+			_ = kcm.Wait()
+		}
+	}
+	e.t.Cleanup(stop)
+	defer stop()
 
 	// The canary tells when the TTL and garbage collector controllers run.
 	canary := e.completeJob(ns, "canary", new(int32(0)))

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
@@ -33,6 +34,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 	"github.com/arbiter-dev/arbiter/test/util"
@@ -70,6 +72,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	if b.N > 1 {
 		b.Skip("an end-to-end run is long: run with -benchtime 1x")
 	}
+	logf.SetLogger(logr.Discard()) // envtest's webhook installer logs through it
 	ctx := context.Background()
 	e := startEnv(b, ctx)
 	defer func() { _ = e.testEnv.Stop() }()
@@ -88,7 +91,6 @@ func BenchmarkEndToEnd(b *testing.B) {
 	} else {
 		e.mgr = startManager(b, e, e.wh)
 	}
-	defer func() { e.mgr.stop() }()
 
 	for _, s := range []struct {
 		name string
@@ -171,6 +173,7 @@ func startManager(b testing.TB, e *env, wh *envtest.WebhookInstallOptions) *mana
 	if err := m.cmd.Start(); err != nil {
 		b.Fatalf("starting bin/manager (run make build): %v", err)
 	}
+	b.Cleanup(m.stop) // also when a scenario fails midway
 	ready := func(ctx context.Context) (bool, error) {
 		resp, err := http.Get("http://" + m.probe + "/readyz")
 		if err != nil {
@@ -189,7 +192,13 @@ func startManager(b testing.TB, e *env, wh *envtest.WebhookInstallOptions) *mana
 	return m
 }
 
-func (m *manager) stop() { _ = m.cmd.Process.Kill(); _, _ = m.cmd.Process.Wait() }
+// stop kills the manager; stopping it again does nothing.
+func (m *manager) stop() {
+	if m.cmd.ProcessState == nil {
+		_ = m.cmd.Process.Kill()
+		_ = m.cmd.Wait()
+	}
+}
 
 func (m *manager) pid() int { return m.cmd.Process.Pid }
 

@@ -1,0 +1,56 @@
+package registry
+
+import (
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+)
+
+// lastApplied is the annotation `kubectl apply` keeps: a second copy of the
+// whole manifest.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// CacheOptions is how the manager caches objects. Every object loses its
+// managedFields, and a finished operation keeps only what cleanup and
+// staging read: its identity, labels, priority, parent, targets' names and
+// its phase and times. Zombies can number tens of thousands, and arbiter
+// never applies a finished operation again; clients still read the whole
+// object from the API server.
+func CacheOptions() cache.Options {
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&arbiterv1alpha1.ConflictResolutionOperation{}: {Transform: TrimFinished},
+		},
+	}
+}
+
+// TrimFinished strips an object's managedFields and, from a finished
+// operation, what only executing it needs.
+func TrimFinished(obj any) (any, error) {
+	obj, err := cache.TransformStripManagedFields()(obj)
+	op, ok := obj.(*arbiterv1alpha1.ConflictResolutionOperation)
+	if err != nil || !ok || !op.Status.Phase.IsTerminal() {
+		return obj, err
+	}
+	if _, ok := op.Annotations[lastApplied]; ok {
+		annotations := make(map[string]string, len(op.Annotations)-1)
+		for k, v := range op.Annotations {
+			if k != lastApplied {
+				annotations[k] = v
+			}
+		}
+		op.Annotations = annotations
+	}
+	op.Spec.Params = nil
+	op.Spec.RequestedBy = nil
+	for i := range op.Spec.Targets {
+		t := &op.Spec.Targets[i]
+		t.JSONPatch, t.MergePatch, t.Expression = nil, nil, ""
+	}
+	op.Status.Message = ""
+	op.Status.Conditions = nil
+	op.Status.Targets = nil
+	return op, nil
+}
