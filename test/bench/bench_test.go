@@ -106,6 +106,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			results = append(results, s.run())
 		}
 	}
+	results = mergePrevious(results)
 	results = append(results, goals(results))
 
 	printTable(results)
@@ -113,6 +114,30 @@ func BenchmarkEndToEnd(b *testing.B) {
 	if err := os.WriteFile(util.Path("bench.json"), append(out, '\n'), 0o644); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// mergePrevious keeps, from the bench.json of an earlier run, the
+// scenarios this run left out (BENCH_SCENARIOS), so that rerunning some
+// updates the file rather than truncating it. The goals are recomputed.
+func mergePrevious(results []Result) []Result {
+	if os.Getenv("BENCH_SCENARIOS") == "" {
+		return results
+	}
+	raw, err := os.ReadFile(util.Path("bench.json"))
+	if err != nil {
+		return results
+	}
+	var previous []Result
+	if json.Unmarshal(raw, &previous) != nil {
+		return results
+	}
+	for _, p := range previous {
+		rerun := p.Scenario == "goals" || slices.ContainsFunc(results, func(r Result) bool { return r.Scenario == p.Scenario })
+		if !rerun {
+			results = append(results, p)
+		}
+	}
+	return results
 }
 
 // selected reports whether a scenario runs: all of them, unless
