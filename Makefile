@@ -78,7 +78,7 @@ test-faults: tools build ## Run only the fault suite (kills, restarts, failover,
 .PHONY: bench
 bench: tools build $(KUBE_CONTROLLER_MANAGER) ## Run the benchmarks: micro (staging, mutations) and end to end (test/bench); writes bench.json. BENCH_SCENARIOS=storm,queue,... runs some.
 	go test -count=1 -run '^$$' -bench . -benchmem ./internal/staging/ ./internal/execute/
-	go test -count=1 -run '^$$' -bench BenchmarkEndToEnd -benchtime 1x -timeout 30m ./test/bench/
+	go test -count=1 -run '^$$' -bench BenchmarkEndToEnd -benchtime 1x -timeout 60m ./test/bench/
 
 ##@ Build
 

@@ -86,8 +86,22 @@ func BenchmarkEndToEnd(b *testing.B) {
 	if err := e.wh.Install(e.testEnv.Config); err != nil {
 		b.Fatal(err)
 	}
+	// bench.json is written after every scenario: a long run that fails
+	// late keeps what it measured.
+	save := func(final bool) {
+		all := mergePrevious(slices.Clone(results))
+		all = append(all, goals(all, final))
+		if final {
+			printTable(all)
+		}
+		out, _ := json.MarshalIndent(all, "", "  ")
+		if err := os.WriteFile(util.Path("bench.json"), append(out, '\n'), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
 	if selected("zombies") {
 		results = append(results, e.zombieFootprint()...)
+		save(false)
 	} else {
 		e.mgr = startManager(b, e, e.wh)
 	}
@@ -104,16 +118,10 @@ func BenchmarkEndToEnd(b *testing.B) {
 	} {
 		if selected(s.name) {
 			results = append(results, s.run())
+			save(false)
 		}
 	}
-	results = mergePrevious(results)
-	results = append(results, goals(results))
-
-	printTable(results)
-	out, _ := json.MarshalIndent(results, "", "  ")
-	if err := os.WriteFile(util.Path("bench.json"), append(out, '\n'), 0o644); err != nil {
-		b.Fatal(err)
-	}
+	save(true)
 }
 
 // mergePrevious keeps, from the bench.json of an earlier run, the

@@ -23,12 +23,17 @@ var performanceGoals = []goal{
 }
 
 // goals checks the results against performanceGoals, prints how far each
-// is, and returns them as a result of their own: for each goal its value,
-// its target and whether it is met (1) or not (0).
-func goals(results []Result) Result {
+// is (when print is set), and returns them as a result of their own: for
+// each goal its value, its target and whether it is met (1) or not (0).
+func goals(results []Result, print bool) Result {
 	figures := map[string]float64{}
-	fmt.Printf("\narbiter performance goals (%d cores)\n", runtime.NumCPU())
-	fmt.Printf("%-46s %12s %10s  %s\n", "GOAL", "MEASURED", "TARGET", "MET")
+	printf := func(format string, args ...any) {
+		if print {
+			fmt.Printf(format, args...)
+		}
+	}
+	printf("\narbiter performance goals (%d cores)\n", runtime.NumCPU())
+	printf("%-46s %12s %10s  %s\n", "GOAL", "MEASURED", "TARGET", "MET")
 	for i, g := range performanceGoals {
 		value, found := 0.0, false
 		for _, r := range results {
@@ -37,7 +42,7 @@ func goals(results []Result) Result {
 			}
 		}
 		if !found {
-			fmt.Printf("%-46s %12s %10.3f  not run\n", g.name, "-", g.target)
+			printf("%-46s %12s %10.3f  not run\n", g.name, "-", g.target)
 			continue
 		}
 		met := value >= g.target
@@ -51,7 +56,7 @@ func goals(results []Result) Result {
 		if met {
 			figures[key+"_met"] = 1
 		}
-		fmt.Printf("%-46s %12.3f %10.3f  %v\n", g.name, value, g.target, met)
+		printf("%-46s %12.3f %10.3f  %v\n", g.name, value, g.target, met)
 	}
 	return Result{Scenario: "goals", Cores: runtime.NumCPU(), Figures: figures, Notes: "the performance goals of the benchmark issue: value, target, met"}
 }
