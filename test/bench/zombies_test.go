@@ -63,16 +63,18 @@ func (e *env) zombieFootprint() []Result {
 	// Removed by collection deletes of 5000 (one of 50k outlasts the API
 	// server's request timeout): arbiter's own cleanup speed is the TTL
 	// anchor's scenario, with 1000.
+	// A failure here costs only the last figure, not the memory ones.
+	deleted := true
 	for batch := range 10 {
 		if err := e.c.DeleteAllOf(e.ctx, &arbiterv1alpha1.ConflictResolutionOperation{}, client.InNamespace(ns),
 			client.MatchingLabels{zombieBatch: strconv.Itoa(batch)}); err != nil {
-			e.t.Fatal(err)
+			e.t.Logf("deleting zombie batch %d: %v", batch, err)
+			deleted = false
 		}
 	}
-	if left := e.waitGone(ns, 10*time.Minute); left > 0 {
-		e.t.Fatalf("%d zombies left in %s after 10 minutes", left, ns)
+	if deleted && e.waitGone(ns, 10*time.Minute) == 0 {
+		figures["kubectl_get_cro_all_seconds_after_cleanup"] = e.kubectlGetAll()
 	}
-	figures["kubectl_get_cro_all_seconds_after_cleanup"] = e.kubectlGetAll()
 	e.mgr = startManager(e.t, e, e.wh)
 
 	return []Result{{Scenario: "zombie-footprint", Cores: runtime.NumCPU(), Figures: figures,
