@@ -87,6 +87,19 @@ var _ = Describe("Faults", Label("faults"), func() {
 	)
 })
 
+// expectAllSucceeded waits until all n operations of ns have ended, and
+// checks that every one Succeeded.
+func expectAllSucceeded(ns string, n int) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		done := terminal(ns)
+		g.Expect(done).To(HaveLen(n))
+		for name, phase := range done {
+			g.Expect(phase).To(Equal(arbiterv1alpha1.PhaseSucceeded), name)
+		}
+	}, 2*util.LongTimeout, util.Interval).Should(Succeed())
+}
+
 // terminal maps the finished operations of a namespace to their phase.
 func terminal(ns string) map[string]arbiterv1alpha1.OperationPhase {
 	GinkgoHelper()
@@ -137,13 +150,7 @@ var _ = Describe("Leader failover", Label("faults"), func() {
 		// How fast is a figure to report, not to assert: machines here are noisy.
 		failover := time.Since(killed)
 
-		Eventually(func(g Gomega) {
-			done := terminal(ns)
-			g.Expect(done).To(HaveLen(operations))
-			for name, phase := range done {
-				g.Expect(phase).To(Equal(arbiterv1alpha1.PhaseSucceeded), name)
-			}
-		}, 2*util.LongTimeout, util.Interval).Should(Succeed())
+		expectAllSucceeded(ns, operations)
 		expectBalances(ns, want)
 		fmt.Fprintf(GinkgoWriter, "failover: %s with a %ds lease (operations terminal when the leader died: %d of %d), lost: 0, applied twice: 0\n",
 			failover.Round(100*time.Millisecond), *lease.Spec.LeaseDurationSeconds, doneAtKill, operations)

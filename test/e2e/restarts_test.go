@@ -48,13 +48,7 @@ var _ = Describe("API server restart", Label("faults"), func() {
 		Expect(apiServer.Start()).To(Succeed())
 		outage := time.Since(stopped)
 
-		Eventually(func(g Gomega) {
-			done := terminal(ns)
-			g.Expect(done).To(HaveLen(operations))
-			for name, phase := range done {
-				g.Expect(phase).To(Equal(arbiterv1alpha1.PhaseSucceeded), name)
-			}
-		}, 2*util.LongTimeout, util.Interval).Should(Succeed())
+		expectAllSucceeded(ns, operations)
 		expectBalances(ns, want)
 		Expect(manager.done).NotTo(BeClosed(), "the manager rides out the outage")
 		fmt.Fprintf(GinkgoWriter, "API server restart: down %s, operations terminal at the restart: %d of %d, lost: 0, applied twice: 0\n",
@@ -116,13 +110,7 @@ var _ = Describe("External writers", Label("faults"), func() {
 			op.Spec.OCC.MaxRetries = new(int32(100))
 			return op
 		})
-		Eventually(func(g Gomega) {
-			done := terminal(ns)
-			g.Expect(done).To(HaveLen(operations))
-			for name, phase := range done {
-				g.Expect(phase).To(Equal(arbiterv1alpha1.PhaseSucceeded), name)
-			}
-		}, 2*util.LongTimeout, util.Interval).Should(Succeed())
+		expectAllSucceeded(ns, operations)
 		close(stop)
 		writers.Wait()
 
