@@ -34,15 +34,8 @@ func TrimFinished(obj any) (any, error) {
 	if err != nil || !ok || !op.Status.Phase.IsTerminal() {
 		return obj, err
 	}
-	if _, ok := op.Annotations[lastApplied]; ok {
-		annotations := make(map[string]string, len(op.Annotations)-1)
-		for k, v := range op.Annotations {
-			if k != lastApplied {
-				annotations[k] = v
-			}
-		}
-		op.Annotations = annotations
-	}
+	// The object is fresh from the watch and not shared yet: trimmed in place.
+	delete(op.Annotations, lastApplied)
 	op.Spec.Params = nil
 	op.Spec.RequestedBy = nil
 	for i := range op.Spec.Targets {

@@ -6,6 +6,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -200,7 +201,7 @@ func startManager(b testing.TB, e *env, wh *envtest.WebhookInstallOptions) *mana
 	m.cmd = exec.Command(util.Path("bin", "manager"), "--kubeconfig", e.kubeconfig,
 		"--health-probe-bind-address", m.probe, "--metrics-bind-address", m.metrics, "--metrics-secure=false",
 		"--pprof-bind-address", m.pprof,
-		"--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir, "--zap-log-level="+cmpOr(os.Getenv("BENCH_MANAGER_LOG"), "error"),
+		"--webhook-port", strconv.Itoa(wh.LocalServingPort), "--webhook-cert-dir", wh.LocalServingCertDir, "--zap-log-level="+cmp.Or(os.Getenv("BENCH_MANAGER_LOG"), "error"),
 		"--operation-workers=32", "--cleanup-workers="+strconv.Itoa(cleanupWorkers))
 	m.cmd.Stdout, m.cmd.Stderr = os.Stderr, os.Stderr
 	if err := m.cmd.Start(); err != nil {
@@ -536,11 +537,4 @@ func printTable(results []Result) {
 			fmt.Printf("%-24s %-44s %12.3f\n", r.Scenario, k, r.Figures[k])
 		}
 	}
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }

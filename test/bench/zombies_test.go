@@ -202,24 +202,22 @@ func (e *env) kubectlGetAll() float64 {
 // waitGone waits until namespace ns holds no operation, and returns how
 // many are left if timeout passes first.
 func (e *env) waitGone(ns string, timeout time.Duration) int {
-	left := func() int {
+	count := func(ctx context.Context, opts ...client.ListOption) (int, error) {
 		var list metav1.PartialObjectMetadataList
 		list.SetGroupVersionKind(arbiterv1alpha1.GroupVersion.WithKind("ConflictResolutionOperationList"))
-		if err := e.c.List(e.ctx, &list, client.InNamespace(ns)); err != nil {
-			e.t.Fatal(err)
-		}
-		return len(list.Items)
+		err := e.c.List(ctx, &list, append(opts, client.InNamespace(ns))...)
+		return len(list.Items), err
 	}
 	gone := func(ctx context.Context) (bool, error) {
-		var list metav1.PartialObjectMetadataList
-		list.SetGroupVersionKind(arbiterv1alpha1.GroupVersion.WithKind("ConflictResolutionOperationList"))
-		if err := e.c.List(ctx, &list, client.InNamespace(ns), client.Limit(1)); err != nil {
-			return false, err
-		}
-		return len(list.Items) == 0, nil
+		n, err := count(ctx, client.Limit(1))
+		return n == 0, err
 	}
 	if err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, timeout, true, gone); err != nil {
-		return left()
+		left, err := count(e.ctx)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		return left
 	}
 	return 0
 }
