@@ -68,6 +68,9 @@ type policyTracker struct {
 	cleaned   int64
 	failed    int64
 	reported  map[types.UID]bool
+	// reportCost is how long the last report took to read and judge the
+	// namespace's finished operations; it spaces the next refresh.
+	reportCost time.Duration
 }
 
 // NewCleanupReconciler wires the cleanup controller to a manager.
@@ -134,13 +137,29 @@ func (r *CleanupReconciler) policyToZombies(ctx context.Context, o client.Object
 // operation of the namespace, so one per event would cost a storm dearly.
 const policyRefreshDelay = time.Second
 
+// reportSpacing keeps the reports' share of the manager's time small in a
+// namespace with many zombies: refreshes that events bring come at least
+// reportSpacing times the last report's cost apart. With 50k zombies a report
+// takes tenths of a second, which at one a second is most of a core.
+const reportSpacing = 20
+
+// refreshDelay is how long an event waits before it refreshes policy's report.
+func (r *CleanupReconciler) refreshDelay(policy types.NamespacedName) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if t, ok := r.trackers[policy]; ok {
+		return max(policyRefreshDelay, reportSpacing*t.reportCost)
+	}
+	return policyRefreshDelay
+}
+
 // coalescedPolicyRefresh refreshes the reports of a namespace's policies
 // when one of its operations finishes or goes, at most once per
 // policyRefreshDelay.
 func (r *CleanupReconciler) coalescedPolicyRefresh() handler.EventHandler {
 	enqueue := func(ctx context.Context, o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 		for _, req := range r.operationToPolicies(ctx, o) {
-			q.AddAfter(req, policyRefreshDelay)
+			q.AddAfter(req, r.refreshDelay(req.NamespacedName))
 		}
 	}
 	return handler.Funcs{
@@ -176,11 +195,16 @@ func (r *CleanupReconciler) governing(ctx context.Context, op *arbiterv1alpha1.C
 	if err := r.Client.List(ctx, &list, client.InNamespace(op.Namespace)); err != nil {
 		return nil, fmt.Errorf("listing cleanup policies: %w", err)
 	}
-	if p := cleanup.Governing(op, list.Items); p != nil {
-		return p, nil
+	return r.governingAmong(op, list.Items), nil
+}
+
+// governingAmong is governing with op's namespace's policies already listed.
+func (r *CleanupReconciler) governingAmong(op *arbiterv1alpha1.ConflictResolutionOperation, policies []arbiterv1alpha1.CleanupPolicy) *arbiterv1alpha1.CleanupPolicy {
+	if p := cleanup.Governing(op, policies); p != nil {
+		return p
 	}
 	if r.DefaultStrategy == "" || r.DefaultStrategy == DefaultStrategyNone {
-		return nil, nil
+		return nil
 	}
 	return &arbiterv1alpha1.CleanupPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: op.Namespace, Name: "--default-cleanup-strategy"},
@@ -189,7 +213,7 @@ func (r *CleanupReconciler) governing(ctx context.Context, op *arbiterv1alpha1.C
 			Phases:                []arbiterv1alpha1.ZombiePhase{"Rejected", "Failed"},
 			MaxDeletionsPerSecond: 200,
 		},
-	}, nil
+	}
 }
 
 func (r *CleanupReconciler) reconcileZombie(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -277,11 +301,12 @@ func (r *CleanupReconciler) runLazy(ctx context.Context) error {
 		case met := <-r.met:
 			// Most namespaces have no Lazy policy: then a target's
 			// operations need not be read at all.
-			if lazy, err := r.lazyIn(ctx, met.namespace); err != nil || !lazy {
+			policies, lazy, err := r.lazyIn(ctx, met.namespace)
+			if err != nil || !lazy {
 				continue
 			}
 			for _, k := range met.keys {
-				if err := r.cleanTarget(ctx, k); err != nil {
+				if err := r.cleanTarget(ctx, k, policies); err != nil {
 					ctrl.LoggerFrom(ctx).Error(err, "Lazy cleanup failed", "target", k)
 				}
 			}
@@ -289,21 +314,23 @@ func (r *CleanupReconciler) runLazy(ctx context.Context) error {
 	}
 }
 
-// lazyIn reports whether a Lazy strategy can govern operations of namespace.
-func (r *CleanupReconciler) lazyIn(ctx context.Context, namespace string) (bool, error) {
-	if r.DefaultStrategy == string(arbiterv1alpha1.CleanupLazy) {
-		return true, nil
-	}
+// lazyIn lists namespace's policies and reports whether a Lazy strategy can
+// govern its operations.
+func (r *CleanupReconciler) lazyIn(ctx context.Context, namespace string) ([]arbiterv1alpha1.CleanupPolicy, bool, error) {
 	var list arbiterv1alpha1.CleanupPolicyList
 	if err := r.Client.List(ctx, &list, client.InNamespace(namespace)); err != nil {
-		return false, err
+		return nil, false, err
 	}
-	return slices.ContainsFunc(list.Items, func(p arbiterv1alpha1.CleanupPolicy) bool {
-		return p.Spec.Strategy == arbiterv1alpha1.CleanupLazy
-	}), nil
+	lazy := r.DefaultStrategy == string(arbiterv1alpha1.CleanupLazy) ||
+		slices.ContainsFunc(list.Items, func(p arbiterv1alpha1.CleanupPolicy) bool {
+			return p.Spec.Strategy == arbiterv1alpha1.CleanupLazy
+		})
+	return list.Items, lazy, nil
 }
 
-func (r *CleanupReconciler) cleanTarget(ctx context.Context, key string) error {
+// cleanTarget removes the due zombies on target key that a Lazy policy
+// among the namespace's policies governs.
+func (r *CleanupReconciler) cleanTarget(ctx context.Context, key string, policies []arbiterv1alpha1.CleanupPolicy) error {
 	ops, err := registry.OnTarget(ctx, r.Client, key)
 	if err != nil {
 		return err
@@ -314,10 +341,7 @@ func (r *CleanupReconciler) cleanTarget(ctx context.Context, key string) error {
 		if !z.Status.Phase.IsTerminal() || !z.DeletionTimestamp.IsZero() {
 			continue
 		}
-		gov, err := r.governing(ctx, z)
-		if err != nil {
-			return err
-		}
+		gov := r.governingAmong(z, policies)
 		if gov == nil || gov.Spec.Strategy != arbiterv1alpha1.CleanupLazy {
 			continue
 		}
@@ -410,6 +434,7 @@ func (r *CleanupReconciler) reconcilePolicy(ctx context.Context, req ctrl.Reques
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	started := time.Now()
 	var policies arbiterv1alpha1.CleanupPolicyList
 	if err := r.Client.List(ctx, &policies, client.InNamespace(p.Namespace)); err != nil {
 		return ctrl.Result{}, err
@@ -452,6 +477,7 @@ func (r *CleanupReconciler) reconcilePolicy(ctx context.Context, req ctrl.Reques
 
 	t := r.tracker(p)
 	r.mu.Lock()
+	t.reportCost = time.Since(started)
 	obs.FailureRatePercent, _ = t.outcomes.FailureRatePercent(now)
 	p50, have := t.latencies.Percentile(50)
 	p99, _ := t.latencies.Percentile(99)
