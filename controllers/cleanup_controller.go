@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 	"github.com/arbiter-dev/arbiter/internal/cleanup"
@@ -56,6 +57,9 @@ type CleanupReconciler struct {
 	mu       sync.Mutex
 	trackers map[types.NamespacedName]*policyTracker
 	met      chan metTargets
+	// reportsDue carries policies whose report a failed or dry-run removal
+	// changed: no operation event follows those to refresh it.
+	reportsDue chan event.TypedGenericEvent[*arbiterv1alpha1.CleanupPolicy]
 }
 
 // policyTracker is what a policy's report needs that the cluster does not
@@ -82,6 +86,7 @@ func NewCleanupReconciler(mgr ctrl.Manager, workers int, defaultStrategy string)
 		DefaultStrategy: defaultStrategy,
 		trackers:        map[types.NamespacedName]*policyTracker{},
 		met:             make(chan metTargets, 4096),
+		reportsDue:      make(chan event.TypedGenericEvent[*arbiterv1alpha1.CleanupPolicy], 1024),
 	}
 }
 
@@ -106,10 +111,21 @@ func (r *CleanupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err != nil {
 		return err
 	}
+	// A report is refreshed when its policy or a sibling is created, edited or
+	// deleted (overlaps change), when an operation finishes or goes, and on a
+	// timer; never by its own status write, which would loop.
+	specChanged := builder.WithPredicates(predicate.GenerationChangedPredicate{})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("cleanuppolicy").
-		For(&arbiterv1alpha1.CleanupPolicy{}).
+		For(&arbiterv1alpha1.CleanupPolicy{}, specChanged).
+		Watches(&arbiterv1alpha1.CleanupPolicy{}, handler.EnqueueRequestsFromMapFunc(r.policiesOfNamespace), specChanged).
 		Watches(&arbiterv1alpha1.ConflictResolutionOperation{}, r.coalescedPolicyRefresh(), builder.WithPredicates(terminal)).
+		WatchesRawSource(source.Channel(r.reportsDue, handler.TypedFuncs[*arbiterv1alpha1.CleanupPolicy, reconcile.Request]{
+			GenericFunc: func(_ context.Context, e event.TypedGenericEvent[*arbiterv1alpha1.CleanupPolicy], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				key := client.ObjectKeyFromObject(e.Object)
+				q.AddAfter(reconcile.Request{NamespacedName: key}, r.refreshDelay(key))
+			},
+		})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers, RateLimiter: retryLimiter()}).
 		Complete(reconcile.Func(r.reconcilePolicy))
 }
@@ -155,10 +171,10 @@ func (r *CleanupReconciler) refreshDelay(policy types.NamespacedName) time.Durat
 
 // coalescedPolicyRefresh refreshes the reports of a namespace's policies
 // when one of its operations finishes or goes, at most once per
-// policyRefreshDelay.
+// refreshDelay.
 func (r *CleanupReconciler) coalescedPolicyRefresh() handler.EventHandler {
 	enqueue := func(ctx context.Context, o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-		for _, req := range r.operationToPolicies(ctx, o) {
+		for _, req := range r.policiesOfNamespace(ctx, o) {
 			q.AddAfter(req, r.refreshDelay(req.NamespacedName))
 		}
 	}
@@ -175,8 +191,8 @@ func (r *CleanupReconciler) coalescedPolicyRefresh() handler.EventHandler {
 	}
 }
 
-// operationToPolicies lists the policies of an operation's namespace.
-func (r *CleanupReconciler) operationToPolicies(ctx context.Context, o client.Object) []reconcile.Request {
+// policiesOfNamespace lists the policies of o's namespace.
+func (r *CleanupReconciler) policiesOfNamespace(ctx context.Context, o client.Object) []reconcile.Request {
 	var list arbiterv1alpha1.CleanupPolicyList
 	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
 		return nil
@@ -390,6 +406,7 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 			metrics.CleanupTotal.WithLabelValues(judged.Namespace, strategy, "dryrun").Inc()
 			r.Recorder.Eventf(judged, gov, corev1.EventTypeNormal, "WouldClean", "Cleanup",
 				"Would be removed (%s) by CleanupPolicy %s, which is in dryRun", why, gov.Name)
+			r.reportDue(gov)
 		}
 		return nil
 	}
@@ -409,6 +426,7 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		r.mu.Unlock()
 		metrics.CleanupTotal.WithLabelValues(judged.Namespace, strategy, "failure").Inc()
 		r.Recorder.Eventf(judged, gov, corev1.EventTypeWarning, "CleanupFailed", "Cleanup", "Could not remove it (%s): %v", why, err)
+		r.reportDue(gov)
 		return fmt.Errorf("removing %s: %w", client.ObjectKeyFromObject(judged), err)
 	}
 	latency := time.Since(cleanup.CompletedAt(judged))
@@ -421,6 +439,18 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 	metrics.CleanupLatency.WithLabelValues(strategy).Observe(latency.Seconds())
 	r.Recorder.Eventf(judged, gov, corev1.EventTypeNormal, "Cleaned", "Cleanup", "Removed %s after it ended (%s)", latency.Round(time.Millisecond), why)
 	return nil
+}
+
+// reportDue asks for a refresh of gov's report, unless gov is the
+// operator-wide default, which has none.
+func (r *CleanupReconciler) reportDue(gov *arbiterv1alpha1.CleanupPolicy) {
+	if gov.UID == "" {
+		return
+	}
+	select {
+	case r.reportsDue <- event.TypedGenericEvent[*arbiterv1alpha1.CleanupPolicy]{Object: gov}:
+	default: // the timer refreshes it
+	}
 }
 
 // reconcilePolicy refreshes a policy's health report.
@@ -525,7 +555,13 @@ func (r *CleanupReconciler) reconcilePolicy(ctx context.Context, req ctrl.Reques
 		t.failed -= failed
 		r.mu.Unlock()
 	}
-	return ctrl.Result{RequeueAfter: healthRefresh}, nil
+	// Sooner than the timer when the oldest zombie is about to pass
+	// maxZombieAge, so that Degraded is reported when it does.
+	next := healthRefresh
+	if untilTooOld := cleanup.MaxZombieAge(p.Spec.Health) - obs.OldestZombieAge; obs.Zombies > 0 && untilTooOld > 0 {
+		next = min(next, untilTooOld+time.Second)
+	}
+	return ctrl.Result{RequeueAfter: next}, nil
 }
 
 func setCondition(p *arbiterv1alpha1.CleanupPolicy, condType string, status bool, reason, message string) {

@@ -327,6 +327,25 @@ var _ = Describe("Cleanup", func() {
 		}, util.Timeout, util.Interval).Should(Succeed())
 	})
 
+	It("health: Degraded as soon as the oldest zombie passes maxZombieAge", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 0)
+		p := createPolicy(ns, "aging", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.Retention = duration(time.Hour)
+			s.Health.MaxZombieAge = duration(5 * time.Second)
+		})
+		rejectedOn(ns, "alice", 1, nil)
+		// No event follows the zombie's last change: the report is refreshed
+		// when the age passes, well before its 30 s timer.
+		Eventually(func(g Gomega) {
+			s := policyStatus(p)
+			g.Expect(s.Health).To(Equal(arbiterv1alpha1.HealthDegraded))
+			healthy := meta.FindStatusCondition(s.Conditions, arbiterv1alpha1.PolicyHealthy)
+			g.Expect(healthy).NotTo(BeNil())
+			g.Expect(healthy.Reason).To(Equal(arbiterv1alpha1.ReasonZombieTooOld))
+		}, util.Timeout, util.Interval).Should(Succeed())
+	})
+
 	It("health: Unhealthy when deletions fail", func() {
 		ns := newNamespace()
 		createAccount(ns, "alice", 0)

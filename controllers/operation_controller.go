@@ -168,24 +168,33 @@ func (r *OperationReconciler) Start(ctx context.Context) error {
 // queued ones in their queues, before any new operation is staged, so that
 // nothing is applied twice or overtaken after a restart.
 func (r *OperationReconciler) recover(ctx context.Context) error {
-	var list arbiterv1alpha1.ConflictResolutionOperationList
-	if err := r.APIReader.List(ctx, &list); err != nil {
-		return err
-	}
-	for i := range list.Items {
-		op := &list.Items[i]
-		c := contender(op, op.Status.EffectivePriority, stagedAt(op))
-		switch op.Status.Phase {
-		case arbiterv1alpha1.PhaseExecuting:
-			// Its grace period starts anew: a recovered execution resumes now,
-			// and must not be preempted at once for the time the manager was down.
-			r.Arbiter.Hold(c, time.Now(), durationOr(op.Spec.GracePeriod, time.Second))
-		case arbiterv1alpha1.PhaseQueued:
-			r.Arbiter.Requeue(c)
+	// Read in pages: among tens of thousands of zombies, one list would hold
+	// them all, untrimmed, in memory at once.
+	for page := ""; ; {
+		var list arbiterv1alpha1.ConflictResolutionOperationList
+		if err := r.APIReader.List(ctx, &list, client.Limit(recoverPageSize), client.Continue(page)); err != nil {
+			return err
+		}
+		for i := range list.Items {
+			op := &list.Items[i]
+			c := contender(op, op.Status.EffectivePriority, stagedAt(op))
+			switch op.Status.Phase {
+			case arbiterv1alpha1.PhaseExecuting:
+				// Its grace period starts anew: a recovered execution resumes now,
+				// and must not be preempted at once for the time the manager was down.
+				r.Arbiter.Hold(c, time.Now(), durationOr(op.Spec.GracePeriod, time.Second))
+			case arbiterv1alpha1.PhaseQueued:
+				r.Arbiter.Requeue(c)
+			}
+		}
+		if page = list.Continue; page == "" {
+			return nil
 		}
 	}
-	return nil
 }
+
+// recoverPageSize is how many operations recovery reads per request.
+const recoverPageSize = 500
 
 func (r *OperationReconciler) nudge() {
 	select {
@@ -209,6 +218,14 @@ func (r *OperationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		// A cached copy from before this manager recorded the outcome.
 		return ctrl.Result{}, nil
 	}
+	// A finished operation needs nothing from recovery, which registers only
+	// executing and queued ones: after a restart among thousands of zombies,
+	// they must not spin on notReadyRetry until it is done.
+	if op.Status.Phase.IsTerminal() {
+		r.Arbiter.Forget(id)
+		r.nudge()
+		return ctrl.Result{}, r.releaseFinalizer(ctx, op)
+	}
 	if !r.ready.Load() {
 		return ctrl.Result{RequeueAfter: notReadyRetry}, nil
 	}
@@ -217,7 +234,7 @@ func (r *OperationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		// rolls back, then the finalizer goes.
 		return r.execute(ctx, op)
 	}
-	if op.Status.Phase.IsTerminal() || !op.DeletionTimestamp.IsZero() {
+	if !op.DeletionTimestamp.IsZero() {
 		r.Arbiter.Forget(id)
 		r.nudge()
 		return ctrl.Result{}, r.releaseFinalizer(ctx, op)

@@ -81,15 +81,21 @@ type Observation struct {
 	FailureRatePercent int32
 }
 
+// MaxZombieAge is the age past which a zombie makes its policy Degraded:
+// t's maxZombieAge, else 24h.
+func MaxZombieAge(t arbiterv1alpha1.HealthThresholds) time.Duration {
+	if t.MaxZombieAge != nil {
+		return t.MaxZombieAge.Duration
+	}
+	return 24 * time.Hour
+}
+
 // Health judges an observation against a policy's thresholds. It returns the
 // state, one sentence per threshold crossed, and the condition reason.
 func Health(t arbiterv1alpha1.HealthThresholds, o Observation) (arbiterv1alpha1.HealthState, []string, string) {
-	maxZombies, maxAge, maxRate := int32(1000), 24*time.Hour, int32(10)
+	maxZombies, maxAge, maxRate := int32(1000), MaxZombieAge(t), int32(10)
 	if t.MaxZombies != nil {
 		maxZombies = *t.MaxZombies
-	}
-	if t.MaxZombieAge != nil {
-		maxAge = t.MaxZombieAge.Duration
 	}
 	if t.MaxFailureRatePercent != nil {
 		maxRate = *t.MaxFailureRatePercent

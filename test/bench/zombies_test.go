@@ -49,8 +49,9 @@ func (e *env) zombieFootprint() []Result {
 	figures := map[string]float64{}
 	measure := func(zombies int) *manager {
 		m := startManager(e.t, e, e.wh)
-		rss, heap := e.footprint(m, zombies)
+		rss, peak, heap := e.footprint(m, zombies)
 		figures[fmt.Sprintf("manager_rss_mib_with_%dk_zombies", zombies/1000)] = rss / (1 << 20)
+		figures[fmt.Sprintf("manager_peak_rss_mib_with_%dk_zombies", zombies/1000)] = peak / (1 << 20)
 		figures[fmt.Sprintf("manager_heap_inuse_mib_with_%dk_zombies", zombies/1000)] = heap / (1 << 20)
 		if zombies > 0 {
 			figures[fmt.Sprintf("kubectl_get_cro_all_seconds_with_%dk_zombies", zombies/1000)] = e.kubectlGetAll()
@@ -71,14 +72,14 @@ func (e *env) zombieFootprint() []Result {
 		figures["policy_report_seconds_with_50k_zombies"] = reportSeconds / reports
 	}
 
-	// Removed by collection deletes of 5000 (one of 50k outlasts the API
-	// server's request timeout): arbiter's own cleanup speed is the TTL
+	// Removed by collection deletes of 1000 (one of 50k, or of 5000 on a
+	// busy machine, outlasts the API server's request timeout): arbiter's own cleanup speed is the TTL
 	// anchor's scenario, with 1000. The manager watches them go, and its
 	// policy's report is refreshed as they do.
 	// A failure here costs only the last figures, not the memory ones.
 	deleting, cpuBefore := time.Now(), cpuSeconds(m.pid())
 	deleted := true
-	for batch := range 10 {
+	for batch := range 50000 / zombiesPerBatch {
 		if err := e.c.DeleteAllOf(e.ctx, &arbiterv1alpha1.ConflictResolutionOperation{}, client.InNamespace(ns),
 			client.MatchingLabels{zombieBatch: strconv.Itoa(batch)}); err != nil {
 			e.t.Logf("deleting zombie batch %d: %v", batch, err)
@@ -96,19 +97,20 @@ func (e *env) zombieFootprint() []Result {
 	e.mgr = startManager(e.t, e, e.wh)
 
 	return []Result{{Scenario: "zombie-footprint", Cores: runtime.NumCPU(), Figures: figures,
-		Notes: "manager memory after a forced GC, once it has reconciled every cached zombie and its queues are empty, with 0/10k/50k Failed operations under a Lazy policy; " +
-			"kubectl get cro -A median of 3, with them and after they are deleted; the policy's reports and the manager's CPU while the 50k are deleted in collections of 5000"}}
+		Notes: "manager memory (and peak RSS since start) after a forced GC, once it has reconciled every cached zombie and its queues are empty, with 0/10k/50k Failed operations under a Lazy policy; " +
+			"kubectl get cro -A median of 3, with them and after they are deleted; the policy's reports and the manager's CPU while the 50k are deleted in collections of 1000"}}
 }
 
-// zombieBatch labels bulk zombies in batches of 5000, for deleting them.
-const zombieBatch = "bench.arbiter.dev/batch"
+// zombieBatch labels bulk zombies in batches of zombiesPerBatch, for
+// deleting them.
+const zombieBatch, zombiesPerBatch = "bench.arbiter.dev/batch", 1000
 
 // bulkZombies writes Failed operations zombie-from..zombie-(to-1) into ns.
 func (e *env) bulkZombies(ns string, from, to int) {
 	parallel(to-from, func(i int) {
 		op := &arbiterv1alpha1.ConflictResolutionOperation{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("zombie-%d", from+i),
-				Labels: map[string]string{zombieBatch: strconv.Itoa((from + i) / 5000)}},
+				Labels: map[string]string{zombieBatch: strconv.Itoa((from + i) / zombiesPerBatch)}},
 			Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{Function: "credit-account",
 				Params: &apiextensionsv1.JSON{Raw: []byte(`{"amount": 1}`)},
 				Targets: []arbiterv1alpha1.Target{{APIVersion: "bank.example.com/v1", Kind: "Account",
@@ -155,8 +157,9 @@ func (e *env) withoutWebhook(f func()) {
 
 // footprint waits until the manager holds the zombies in its cache (its
 // cleanup controller has judged each once) and has nothing queued, forces a
-// GC through pprof, and returns its resident set and in-use heap, in bytes.
-func (e *env) footprint(m *manager, zombies int) (rss, heap float64) {
+// GC through pprof, and returns its resident set, its peak resident set since
+// it started, and its in-use heap, in bytes.
+func (e *env) footprint(m *manager, zombies int) (rss, peak, heap float64) {
 	idle := 0
 	settled := func(context.Context) (bool, error) {
 		families := scrape(e.t, "http://"+m.metrics+"/metrics")
@@ -192,13 +195,20 @@ func (e *env) footprint(m *manager, zombies int) (rss, heap float64) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	bytes := func(line, field string) (float64, bool) {
+		kb, ok := strings.CutPrefix(line, field+":")
+		v, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), 64)
+		return v * 1024, ok
+	}
 	for line := range strings.Lines(string(status)) {
-		if kb, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			v, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), 64)
-			rss = v * 1024
+		if v, ok := bytes(line, "VmRSS"); ok {
+			rss = v
+		}
+		if v, ok := bytes(line, "VmHWM"); ok {
+			peak = v
 		}
 	}
-	return rss, heap
+	return rss, peak, heap
 }
 
 // policyReports is how many policy reports the manager has made, and the

@@ -1,0 +1,73 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/internal/staging"
+)
+
+// A policy's report is refreshed a second after an event, unless its last
+// report was costly: then reportSpacing times that cost after.
+func TestRefreshDelaySpacesCostlyReports(t *testing.T) {
+	cheap, costly, unknown := types.NamespacedName{Namespace: "a", Name: "cheap"},
+		types.NamespacedName{Namespace: "a", Name: "costly"}, types.NamespacedName{Namespace: "a", Name: "new"}
+	r := &CleanupReconciler{trackers: map[types.NamespacedName]*policyTracker{
+		cheap:  {reportCost: 10 * time.Millisecond},
+		costly: {reportCost: 300 * time.Millisecond},
+	}}
+	for _, tc := range []struct {
+		policy types.NamespacedName
+		want   time.Duration
+	}{
+		{unknown, policyRefreshDelay},
+		{cheap, policyRefreshDelay},
+		{costly, 6 * time.Second},
+	} {
+		if got := r.refreshDelay(tc.policy); got != tc.want {
+			t.Errorf("refreshDelay(%s) = %v, want %v", tc.policy, got, tc.want)
+		}
+	}
+}
+
+// Before recovery is done, a finished operation is still let go (its
+// finalizer released), while an unfinished one waits for recovery: after a
+// restart among thousands of zombies, they must not spin on notReadyRetry.
+func TestFinishedOperationsDoNotWaitForRecovery(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := arbiterv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	finished := &arbiterv1alpha1.ConflictResolutionOperation{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "rejected", Finalizers: []string{arbiterv1alpha1.CleanupFinalizer}},
+		Status:     arbiterv1alpha1.ConflictResolutionOperationStatus{Phase: arbiterv1alpha1.PhaseRejected},
+	}
+	pending := &arbiterv1alpha1.ConflictResolutionOperation{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "pending"}}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(finished, pending).
+		WithStatusSubresource(&arbiterv1alpha1.ConflictResolutionOperation{}).Build()
+	r := &OperationReconciler{Client: c, Arbiter: staging.NewArbiter()} // not ready: recovery is running
+
+	res, err := r.Reconcile(t.Context(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(finished)})
+	if err != nil || res.RequeueAfter != 0 {
+		t.Fatalf("finished operation: got %+v, %v; want it let go at once", res, err)
+	}
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(finished), finished); err != nil {
+		t.Fatal(err)
+	}
+	if len(finished.Finalizers) != 0 {
+		t.Errorf("finished operation keeps finalizers %v before recovery is done", finished.Finalizers)
+	}
+
+	res, err = r.Reconcile(t.Context(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(pending)})
+	if err != nil || res.RequeueAfter != notReadyRetry {
+		t.Errorf("pending operation: got %+v, %v; want it to wait %v for recovery", res, err, notReadyRetry)
+	}
+}
