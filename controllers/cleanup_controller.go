@@ -164,7 +164,7 @@ func (r *CleanupReconciler) refreshDelay(policy types.NamespacedName) time.Durat
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if t, ok := r.trackers[policy]; ok {
-		return max(policyRefreshDelay, reportSpacing*t.reportCost)
+		return min(max(policyRefreshDelay, reportSpacing*t.reportCost), healthRefresh)
 	}
 	return policyRefreshDelay
 }
@@ -211,16 +211,11 @@ func (r *CleanupReconciler) governing(ctx context.Context, op *arbiterv1alpha1.C
 	if err := r.Client.List(ctx, &list, client.InNamespace(op.Namespace)); err != nil {
 		return nil, fmt.Errorf("listing cleanup policies: %w", err)
 	}
-	return r.governingAmong(op, list.Items), nil
-}
-
-// governingAmong is governing with op's namespace's policies already listed.
-func (r *CleanupReconciler) governingAmong(op *arbiterv1alpha1.ConflictResolutionOperation, policies []arbiterv1alpha1.CleanupPolicy) *arbiterv1alpha1.CleanupPolicy {
-	if p := cleanup.Governing(op, policies); p != nil {
-		return p
+	if p := cleanup.Governing(op, list.Items); p != nil {
+		return p, nil
 	}
 	if r.DefaultStrategy == "" || r.DefaultStrategy == DefaultStrategyNone {
-		return nil
+		return nil, nil
 	}
 	return &arbiterv1alpha1.CleanupPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: op.Namespace, Name: "--default-cleanup-strategy"},
@@ -229,7 +224,7 @@ func (r *CleanupReconciler) governingAmong(op *arbiterv1alpha1.ConflictResolutio
 			Phases:                []arbiterv1alpha1.ZombiePhase{"Rejected", "Failed"},
 			MaxDeletionsPerSecond: 200,
 		},
-	}
+	}, nil
 }
 
 func (r *CleanupReconciler) reconcileZombie(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -317,12 +312,11 @@ func (r *CleanupReconciler) runLazy(ctx context.Context) error {
 		case met := <-r.met:
 			// Most namespaces have no Lazy policy: then a target's
 			// operations need not be read at all.
-			policies, lazy, err := r.lazyIn(ctx, met.namespace)
-			if err != nil || !lazy {
+			if lazy, err := r.lazyIn(ctx, met.namespace); err != nil || !lazy {
 				continue
 			}
 			for _, k := range met.keys {
-				if err := r.cleanTarget(ctx, k, policies); err != nil {
+				if err := r.cleanTarget(ctx, k); err != nil {
 					ctrl.LoggerFrom(ctx).Error(err, "Lazy cleanup failed", "target", k)
 				}
 			}
@@ -330,23 +324,25 @@ func (r *CleanupReconciler) runLazy(ctx context.Context) error {
 	}
 }
 
-// lazyIn lists namespace's policies and reports whether a Lazy strategy can
-// govern its operations.
-func (r *CleanupReconciler) lazyIn(ctx context.Context, namespace string) ([]arbiterv1alpha1.CleanupPolicy, bool, error) {
+// lazyIn reports whether a Lazy strategy can govern operations of namespace.
+func (r *CleanupReconciler) lazyIn(ctx context.Context, namespace string) (bool, error) {
+	if r.DefaultStrategy == string(arbiterv1alpha1.CleanupLazy) {
+		return true, nil
+	}
 	var list arbiterv1alpha1.CleanupPolicyList
 	if err := r.Client.List(ctx, &list, client.InNamespace(namespace)); err != nil {
-		return nil, false, err
+		return false, err
 	}
-	lazy := r.DefaultStrategy == string(arbiterv1alpha1.CleanupLazy) ||
-		slices.ContainsFunc(list.Items, func(p arbiterv1alpha1.CleanupPolicy) bool {
-			return p.Spec.Strategy == arbiterv1alpha1.CleanupLazy
-		})
-	return list.Items, lazy, nil
+	return slices.ContainsFunc(list.Items, func(p arbiterv1alpha1.CleanupPolicy) bool {
+		return p.Spec.Strategy == arbiterv1alpha1.CleanupLazy
+	}), nil
 }
 
 // cleanTarget removes the due zombies on target key that a Lazy policy
-// among the namespace's policies governs.
-func (r *CleanupReconciler) cleanTarget(ctx context.Context, key string, policies []arbiterv1alpha1.CleanupPolicy) error {
+// governs. Each is judged under the policies as they are when its turn comes:
+// deletions wait on the policy's rate limit, and a policy edited meanwhile
+// (dryRun, retention, strategy) must take effect at once.
+func (r *CleanupReconciler) cleanTarget(ctx context.Context, key string) error {
 	ops, err := registry.OnTarget(ctx, r.Client, key)
 	if err != nil {
 		return err
@@ -357,7 +353,10 @@ func (r *CleanupReconciler) cleanTarget(ctx context.Context, key string, policie
 		if !z.Status.Phase.IsTerminal() || !z.DeletionTimestamp.IsZero() {
 			continue
 		}
-		gov := r.governingAmong(z, policies)
+		gov, err := r.governing(ctx, z)
+		if err != nil {
+			return err
+		}
 		if gov == nil || gov.Spec.Strategy != arbiterv1alpha1.CleanupLazy {
 			continue
 		}

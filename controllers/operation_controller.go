@@ -172,7 +172,14 @@ func (r *OperationReconciler) recover(ctx context.Context) error {
 	// them all, untrimmed, in memory at once.
 	for page := ""; ; {
 		var list arbiterv1alpha1.ConflictResolutionOperationList
-		if err := r.APIReader.List(ctx, &list, client.Limit(recoverPageSize), client.Continue(page)); err != nil {
+		err := r.APIReader.List(ctx, &list, client.Limit(recoverPageSize), client.Continue(page))
+		if apierrors.IsResourceExpired(err) && page != "" {
+			// The snapshot was compacted away mid-read: read again from the
+			// start; holding and requeueing again is harmless.
+			page = ""
+			continue
+		}
+		if err != nil {
 			return err
 		}
 		for i := range list.Items {
@@ -222,7 +229,7 @@ func (r *OperationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	// executing and queued ones: after a restart among thousands of zombies,
 	// they must not spin on notReadyRetry until it is done.
 	if op.Status.Phase.IsTerminal() {
-		r.Arbiter.Forget(id)
+		r.Arbiter.ForgetUID(id, string(op.UID))
 		r.nudge()
 		return ctrl.Result{}, r.releaseFinalizer(ctx, op)
 	}
@@ -235,7 +242,7 @@ func (r *OperationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return r.execute(ctx, op)
 	}
 	if !op.DeletionTimestamp.IsZero() {
-		r.Arbiter.Forget(id)
+		r.Arbiter.ForgetUID(id, string(op.UID))
 		r.nudge()
 		return ctrl.Result{}, r.releaseFinalizer(ctx, op)
 	}

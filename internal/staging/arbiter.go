@@ -196,6 +196,16 @@ func (a *Arbiter) Forget(id string) {
 	}
 }
 
+// ForgetUID is Forget for the operation instance uid only: a finished or
+// deleted copy must not release a newer operation recreated under its name.
+func (a *Arbiter) ForgetUID(id, uid string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if m, ok := a.members[id]; ok && m.c.UID == uid {
+		a.forget(m)
+	}
+}
+
 func (a *Arbiter) forget(m *member) {
 	a.removeFromTargets(m)
 	delete(a.members, m.c.ID)

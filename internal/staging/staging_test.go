@@ -256,3 +256,19 @@ func TestArbiterKeepsAHoldersStartWhenHeldAgain(t *testing.T) {
 		t.Fatal("not preempted once that grace period was over")
 	}
 }
+
+// A finished copy of an operation must not release a newer operation that was
+// recreated under its name and holds the target now.
+func TestArbiterForgetsOnlyTheSameInstance(t *testing.T) {
+	a := NewArbiter()
+	a.Hold(op("a", 5, 0, alice), t0, time.Second)
+	a.ForgetUID("a", "uid-of-an-older-a")
+	b := queuing(op("b", 5, 0, alice))
+	verdicts(a, t0, b)
+	a.Tick(t0.Add(window))
+	expect(t, verdicts(a, t0.Add(window), b), map[string]string{"b": "Wait"}) // a still holds alice
+
+	a.ForgetUID("a", "uid-a")
+	a.Tick(t0.Add(window))
+	expect(t, verdicts(a, t0.Add(window), b), map[string]string{"b": "Win"})
+}
