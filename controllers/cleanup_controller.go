@@ -155,8 +155,8 @@ const policyRefreshDelay = time.Second
 
 // reportSpacing keeps the reports' share of the manager's time small in a
 // namespace with many zombies: refreshes that events bring come at least
-// reportSpacing times the last report's cost apart. With 50k zombies a report
-// takes tenths of a second, which at one a second is most of a core.
+// reportSpacing times the last report's cost apart, and never later than the
+// timer. With 50k zombies a report takes half a second.
 const reportSpacing = 20
 
 // refreshDelay is how long an event waits before it refreshes policy's report.

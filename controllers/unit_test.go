@@ -16,13 +16,15 @@ import (
 )
 
 // A policy's report is refreshed a second after an event, unless its last
-// report was costly: then reportSpacing times that cost after.
+// report was costly: then reportSpacing times that cost after, but never
+// later than the timer would.
 func TestRefreshDelaySpacesCostlyReports(t *testing.T) {
-	cheap, costly, unknown := types.NamespacedName{Namespace: "a", Name: "cheap"},
-		types.NamespacedName{Namespace: "a", Name: "costly"}, types.NamespacedName{Namespace: "a", Name: "new"}
+	cheap, costly, huge, unknown := types.NamespacedName{Namespace: "a", Name: "cheap"}, types.NamespacedName{Namespace: "a", Name: "costly"},
+		types.NamespacedName{Namespace: "a", Name: "huge"}, types.NamespacedName{Namespace: "a", Name: "new"}
 	r := &CleanupReconciler{trackers: map[types.NamespacedName]*policyTracker{
 		cheap:  {reportCost: 10 * time.Millisecond},
 		costly: {reportCost: 300 * time.Millisecond},
+		huge:   {reportCost: 5 * time.Second},
 	}}
 	for _, tc := range []struct {
 		policy types.NamespacedName
@@ -31,6 +33,7 @@ func TestRefreshDelaySpacesCostlyReports(t *testing.T) {
 		{unknown, policyRefreshDelay},
 		{cheap, policyRefreshDelay},
 		{costly, 6 * time.Second},
+		{huge, healthRefresh},
 	} {
 		if got := r.refreshDelay(tc.policy); got != tc.want {
 			t.Errorf("refreshDelay(%s) = %v, want %v", tc.policy, got, tc.want)
