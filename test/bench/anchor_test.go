@@ -50,11 +50,8 @@ func (e *env) cleanupVersusTTL() Result {
 func (e *env) arbiterCleanupBurst() time.Duration {
 	const ns = "anchor-arbiter"
 	e.namespace(ns, 0)
-	if err := e.c.Create(e.ctx, &arbiterv1alpha1.CleanupPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "immediate"},
-		Spec: arbiterv1alpha1.CleanupPolicySpec{Strategy: arbiterv1alpha1.CleanupImmediate, MaxDeletionsPerSecond: 10000,
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"bench.arbiter.dev/remove": "now"}}}}); err != nil {
-		e.t.Fatal(err)
-	}
+	e.policy(ns, "immediate", arbiterv1alpha1.CleanupPolicySpec{Strategy: arbiterv1alpha1.CleanupImmediate, MaxDeletionsPerSecond: 10000,
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"bench.arbiter.dev/remove": "now"}}})
 	// Zombies made by arbiter itself: the kind of their target is not
 	// served, so each fails at once.
 	parallel(anchorObjects, func(i int) {

@@ -280,6 +280,13 @@ func (e *env) namespace(name string, accounts int) {
 	})
 }
 
+// policy creates CleanupPolicy ns/name with spec.
+func (e *env) policy(ns, name string, spec arbiterv1alpha1.CleanupPolicySpec) {
+	if err := e.c.Create(e.ctx, &arbiterv1alpha1.CleanupPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: spec}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 // parallel runs f(0..n-1) on the benchmark's client workers.
 func parallel(n int, f func(int)) {
 	next := make(chan int)
@@ -443,10 +450,7 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 func (e *env) storm(raw Result) Result {
 	const ns, targets, per = "storm", 200, 5
 	e.namespace(ns, targets)
-	if err := e.c.Create(e.ctx, &arbiterv1alpha1.CleanupPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "immediate"},
-		Spec: arbiterv1alpha1.CleanupPolicySpec{Strategy: arbiterv1alpha1.CleanupImmediate, MaxDeletionsPerSecond: 1000}}); err != nil {
-		e.t.Fatal(err)
-	}
+	e.policy(ns, "immediate", arbiterv1alpha1.CleanupPolicySpec{Strategy: arbiterv1alpha1.CleanupImmediate, MaxDeletionsPerSecond: 1000})
 	// A target's five operations are created back to back, so that they
 	// contend in one staging window.
 	var ops []*arbiterv1alpha1.ConflictResolutionOperation

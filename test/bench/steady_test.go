@@ -51,10 +51,7 @@ func (e *env) writesPerOutcome() Result {
 	measure := func(ns string, per int, queue, cleanup bool) cost {
 		e.namespace(ns, targets)
 		if cleanup {
-			if err := e.c.Create(e.ctx, &arbiterv1alpha1.CleanupPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "immediate"},
-				Spec: arbiterv1alpha1.CleanupPolicySpec{Strategy: arbiterv1alpha1.CleanupImmediate, MaxDeletionsPerSecond: 10000}}); err != nil {
-				e.t.Fatal(err)
-			}
+			e.policy(ns, "immediate", arbiterv1alpha1.CleanupPolicySpec{Strategy: arbiterv1alpha1.CleanupImmediate, MaxDeletionsPerSecond: 10000})
 		}
 		var ops []*arbiterv1alpha1.ConflictResolutionOperation
 		for t := range targets {

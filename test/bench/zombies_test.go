@@ -17,7 +17,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -36,16 +35,11 @@ import (
 // after a restart.
 func (e *env) zombieFootprint() []Result {
 	const ns = "zombies"
-	if err := e.c.Create(e.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		e.t.Fatal(err)
-	}
+	e.namespace(ns, 0)
 	// A Lazy policy over them all: it removes none while nothing meets
 	// their targets, but reports on them, which is the cost measured while
 	// they go.
-	if err := e.c.Create(e.ctx, &arbiterv1alpha1.CleanupPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "report"},
-		Spec: arbiterv1alpha1.CleanupPolicySpec{Strategy: arbiterv1alpha1.CleanupLazy}}); err != nil {
-		e.t.Fatal(err)
-	}
+	e.policy(ns, "report", arbiterv1alpha1.CleanupPolicySpec{Strategy: arbiterv1alpha1.CleanupLazy})
 	figures := map[string]float64{}
 	measure := func(zombies int) *manager {
 		m := startManager(e.t, e, e.wh)
@@ -168,10 +162,8 @@ func (e *env) footprint(m *manager, zombies int) (rss, peak, heap float64) {
 			depth += metric.GetGauge().GetValue()
 		}
 		for _, metric := range families["controller_runtime_reconcile_total"].GetMetric() {
-			for _, l := range metric.GetLabel() {
-				if l.GetName() == "controller" && l.GetValue() == "cleanup" {
-					judged += metric.GetCounter().GetValue()
-				}
+			if ofController(metric, "cleanup") {
+				judged += metric.GetCounter().GetValue()
 			}
 		}
 		if depth == 0 && judged >= float64(zombies) {
@@ -215,14 +207,19 @@ func (e *env) footprint(m *manager, zombies int) (rss, peak, heap float64) {
 // seconds they took in all.
 func policyReports(t testing.TB, m *manager) (count, seconds float64) {
 	for _, metric := range scrape(t, "http://"+m.metrics+"/metrics")["controller_runtime_reconcile_time_seconds"].GetMetric() {
-		for _, l := range metric.GetLabel() {
-			if l.GetName() == "controller" && l.GetValue() == "cleanuppolicy" {
-				count += float64(metric.GetHistogram().GetSampleCount())
-				seconds += metric.GetHistogram().GetSampleSum()
-			}
+		if ofController(metric, "cleanuppolicy") {
+			count += float64(metric.GetHistogram().GetSampleCount())
+			seconds += metric.GetHistogram().GetSampleSum()
 		}
 	}
 	return count, seconds
+}
+
+// ofController reports whether a controller-runtime metric is controller's.
+func ofController(metric *dto.Metric, controller string) bool {
+	return slices.ContainsFunc(metric.GetLabel(), func(l *dto.LabelPair) bool {
+		return l.GetName() == "controller" && l.GetValue() == controller
+	})
 }
 
 // kubectlGetAll is the median wall time of three `kubectl get cro -A`.
