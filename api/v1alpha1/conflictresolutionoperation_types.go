@@ -26,6 +26,15 @@ const (
 	// operation it was executing already took effect.
 	AppliedAnnotation = "arbiter.dev/applied"
 
+	// KeepAnnotation set to "true" on a finished operation keeps it: no
+	// CleanupPolicy, historyLimit or default strategy removes it.
+	KeepAnnotation = "arbiter.dev/keep"
+
+	// AcknowledgedAnnotation set to "true" on a Failed/RollbackFailed
+	// operation releases it to cleanup: until a human has checked the targets
+	// its message names and said so, it is never removed automatically.
+	AcknowledgedAnnotation = "arbiter.dev/acknowledged"
+
 	// CleanupFinalizer holds an operation that has partial work or waiters
 	// until arbiter has rolled the work back and woken the waiters.
 	CleanupFinalizer = "arbiter.dev/cleanup"
