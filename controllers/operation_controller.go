@@ -5,16 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -31,68 +30,36 @@ import (
 	"github.com/arbiter-dev/arbiter/internal/staging"
 )
 
-// notReadyRetry is how soon an operation seen before recovery finished is
-// looked at again.
+// notReadyRetry is how soon an operation seen before recovery finished, or
+// waiting for a target another execution still holds, is looked at again.
 const notReadyRetry = 100 * time.Millisecond
 
 // OperationReconciler arbitrates and applies ConflictResolutionOperations.
 //
-// Reconcile stages each pending operation with the Arbiter and acts on its
-// verdict; the arbiter loop (Start) decides batches as their windows close
-// and wakes the operations whose verdict changed.
+// Reconcile moves one operation through its states (see state); the arbiter
+// loop (Start) decides batches as their windows close and wakes the
+// operations whose verdict changed. No reconcile ever sleeps: a backoff is
+// a RequeueAfter.
 type OperationReconciler struct {
 	Client    client.Client
 	APIReader client.Reader
 	Recorder  recorder.EventRecorder
 	Arbiter   *staging.Arbiter
 	Executor  *execute.Executor
-	// Authz reviews each operation's requester before it may be staged.
+	// Authz reviews each operation's requester before it may be staged,
+	// and again before a queued one executes.
 	Authz   *authz.Checker
 	Workers int
+	// Clock tells time to every decision; the real clock when nil.
+	Clock clock.Clock
 	// Meet, when set, is told of every operation staged, so that lazy
 	// cleanup can remove old zombies of the same targets.
 	Meet func(*arbiterv1alpha1.ConflictResolutionOperation)
 
-	verdicts chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]
-	wake     chan struct{}
-	ready    atomic.Bool
-	finished finishedSet
-}
-
-// finishedSet remembers operations this manager just finished, so that a
-// reconcile of a cached copy older than the terminal status write does not
-// stage or execute them again. Entries expire after finishedMemory, by which
-// time the cache has long caught up.
-type finishedSet struct {
-	mu  sync.Mutex
-	at  map[types.UID]time.Time
-	gen int
-}
-
-const finishedMemory = 2 * time.Minute
-
-func (f *finishedSet) add(uid types.UID) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.at == nil {
-		f.at = map[types.UID]time.Time{}
-	}
-	now := time.Now()
-	f.at[uid] = now
-	if f.gen++; f.gen%1024 == 0 {
-		for u, t := range f.at {
-			if now.Sub(t) > finishedMemory {
-				delete(f.at, u)
-			}
-		}
-	}
-}
-
-func (f *finishedSet) has(uid types.UID) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	_, ok := f.at[uid]
-	return ok
+	verdicts   chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]
+	ready      atomic.Bool
+	finished   finishedSet
+	executions executions
 }
 
 // NewOperationReconciler wires the operation controller to a manager.
@@ -107,13 +74,13 @@ func NewOperationReconciler(mgr ctrl.Manager, workers int) *OperationReconciler 
 		Executor: &execute.Executor{Reader: mgr.GetAPIReader(), Writer: client.WithFieldOwner(mgr.GetClient(), "arbiter")},
 		Authz:    &authz.Checker{Client: mgr.GetClient(), Mapper: mgr.GetRESTMapper()},
 		Workers:  workers,
+		Clock:    clock.RealClock{},
 	}
 }
 
 // SetupWithManager registers the controller and the arbiter loop.
 func (r *OperationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.verdicts = make(chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation], 1024)
-	r.wake = make(chan struct{}, 1)
 	if err := mgr.Add(r); err != nil {
 		return err
 	}
@@ -127,126 +94,69 @@ func (r *OperationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // NeedLeaderElection: only the leader arbitrates.
 func (r *OperationReconciler) NeedLeaderElection() bool { return true }
 
-// Start recovers what a previous manager left in flight (executing operations
-// first, then queued ones), then runs the arbiter loop until ctx ends.
-func (r *OperationReconciler) Start(ctx context.Context) error {
-	log := ctrl.LoggerFrom(ctx).WithName("arbiter")
-	if err := r.recover(ctx); err != nil {
-		return fmt.Errorf("recovering operations: %w", err)
+func (r *OperationReconciler) now() time.Time {
+	if r.Clock == nil {
+		return time.Now()
 	}
-	r.ready.Store(true)
-	log.Info("Arbiter ready")
-
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		changed, next := r.Arbiter.Tick(time.Now())
-		for _, id := range changed {
-			ns, name, _ := strings.Cut(id, "/")
-			op := &arbiterv1alpha1.ConflictResolutionOperation{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
-			select {
-			case r.verdicts <- event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]{Object: op}:
-			case <-ctx.Done():
-				return nil
-			}
-		}
-		wait := time.Hour
-		if !next.IsZero() {
-			wait = max(time.Until(next), 0)
-		}
-		timer.Reset(wait)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-r.wake:
-		case <-timer.C:
-		}
-	}
+	return r.Clock.Now()
 }
 
-// recover registers executing operations as holders of their targets and
-// queued ones in their queues, before any new operation is staged, so that
-// nothing is applied twice or overtaken after a restart.
-func (r *OperationReconciler) recover(ctx context.Context) error {
-	// Read in pages: among tens of thousands of zombies, one list would hold
-	// them all, untrimmed, in memory at once.
-	for page := ""; ; {
-		var list arbiterv1alpha1.ConflictResolutionOperationList
-		err := r.APIReader.List(ctx, &list, client.Limit(recoverPageSize), client.Continue(page))
-		if apierrors.IsResourceExpired(err) && page != "" {
-			// The snapshot was compacted away mid-read: read again from the
-			// start; holding and requeueing again is harmless.
-			page = ""
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		for i := range list.Items {
-			op := &list.Items[i]
-			c := contender(op, op.Status.EffectivePriority, stagedAt(op))
-			switch op.Status.Phase {
-			case arbiterv1alpha1.PhaseExecuting:
-				// Its grace period starts anew: a recovered execution resumes now,
-				// and must not be preempted at once for the time the manager was down.
-				r.Arbiter.Hold(c, time.Now(), durationOr(op.Spec.GracePeriod, time.Second))
-			case arbiterv1alpha1.PhaseQueued:
-				r.Arbiter.Requeue(c)
-			}
-		}
-		if page = list.Continue; page == "" {
-			return nil
-		}
+// operationState is where an operation stands, as Reconcile dispatches on it.
+type operationState int
+
+const (
+	// stateStale: a cached copy older than the outcome this manager wrote.
+	stateStale operationState = iota
+	// stateFinished: terminal; only the finalizer may be left to release.
+	stateFinished
+	// stateNotReady: recovery has not registered what was in flight yet.
+	stateNotReady
+	// stateExecuting: won, applying (or rolling back if deleted meanwhile).
+	stateExecuting
+	// stateDeleted: deleted before it executed.
+	stateDeleted
+	// stateStaging: pending or queued, to be arbitrated.
+	stateStaging
+)
+
+func (r *OperationReconciler) state(op *arbiterv1alpha1.ConflictResolutionOperation) operationState {
+	switch {
+	case op.Status.Phase.IsTerminal():
+		// A finished operation needs nothing from recovery, which registers
+		// only executing and queued ones: after a restart among thousands of
+		// zombies, they must not spin on notReadyRetry until it is done.
+		return stateFinished
+	case r.finished.has(op.UID):
+		return stateStale
+	case !r.ready.Load():
+		return stateNotReady
+	case op.Status.Phase == arbiterv1alpha1.PhaseExecuting:
+		return stateExecuting
+	case !op.DeletionTimestamp.IsZero():
+		return stateDeleted
 	}
+	return stateStaging
 }
 
-// recoverPageSize is how many operations recovery reads per request.
-const recoverPageSize = 500
-
-func (r *OperationReconciler) nudge() {
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
-}
-
-// Reconcile moves one operation along: stage, then act on the verdict.
+// Reconcile moves one operation along from the state it is in.
 func (r *OperationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	op := &arbiterv1alpha1.ConflictResolutionOperation{}
 	if err := r.Client.Get(ctx, req.NamespacedName, op); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Arbiter.Forget(req.String())
-			r.nudge()
+			r.executions.drop(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	id := req.String()
-	if r.finished.has(op.UID) && !op.Status.Phase.IsTerminal() {
-		// A cached copy from before this manager recorded the outcome.
+	switch r.state(op) {
+	case stateStale:
 		return ctrl.Result{}, nil
-	}
-	// A finished operation needs nothing from recovery, which registers only
-	// executing and queued ones: after a restart among thousands of zombies,
-	// they must not spin on notReadyRetry until it is done.
-	if op.Status.Phase.IsTerminal() {
-		r.Arbiter.ForgetUID(id, string(op.UID))
-		r.nudge()
+	case stateFinished, stateDeleted:
+		r.Arbiter.ForgetUID(key(op), string(op.UID))
 		return ctrl.Result{}, r.releaseFinalizer(ctx, op)
-	}
-	if !r.ready.Load() {
+	case stateNotReady:
 		return ctrl.Result{RequeueAfter: notReadyRetry}, nil
-	}
-	if op.Status.Phase == arbiterv1alpha1.PhaseExecuting && !op.DeletionTimestamp.IsZero() {
-		// Deleted while executing: execute stops before its next write and
-		// rolls back, then the finalizer goes.
-		return r.execute(ctx, op)
-	}
-	if !op.DeletionTimestamp.IsZero() {
-		r.Arbiter.ForgetUID(id, string(op.UID))
-		r.nudge()
-		return ctrl.Result{}, r.releaseFinalizer(ctx, op)
-	}
-	if op.Status.Phase == arbiterv1alpha1.PhaseExecuting {
+	case stateExecuting:
 		return r.execute(ctx, op)
 	}
 	return r.stage(ctx, op)
@@ -254,97 +164,143 @@ func (r *OperationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 
 // stage offers a pending or queued operation to the arbiter and acts on the verdict.
 func (r *OperationReconciler) stage(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (ctrl.Result, error) {
-	id, now := key(op), time.Now()
-	deadline := op.CreationTimestamp.Add(durationOr(op.Spec.Timeout, 30*time.Second))
-
-	if op.Annotations[arbiterv1alpha1.CancelAnnotation] == "true" {
-		r.Arbiter.Forget(id)
-		r.nudge()
-		return ctrl.Result{}, r.finish(ctx, op, arbiterv1alpha1.PhaseCancelled, arbiterv1alpha1.ReasonCancelled,
-			"Cancelled with the "+arbiterv1alpha1.CancelAnnotation+" annotation before it executed", nil)
-	}
-	if !now.Before(deadline) {
-		r.Arbiter.Forget(id)
-		r.nudge()
-		return ctrl.Result{}, r.finish(ctx, op, arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonTimeout,
-			fmt.Sprintf("Not applied within its timeout of %s", durationOr(op.Spec.Timeout, 30*time.Second)), nil)
-	}
-	priority, err := r.effectivePriority(ctx, op)
-	if err != nil {
-		var cycle *parentCycleError
-		if errors.As(err, &cycle) {
-			return ctrl.Result{}, r.finish(ctx, op, arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonInvalidParent, cycle.Error(), nil)
-		}
+	st, refused, err := r.admit(ctx, op)
+	if err != nil || refused {
 		return ctrl.Result{}, err
 	}
-
-	// Only an operation its requester may carry out enters a batch: a
-	// forbidden one must never win, nor make anyone else lose.
-	if op.Status.Phase != arbiterv1alpha1.PhaseQueued {
-		if err := r.Authz.Check(ctx, op); err != nil {
-			var denied *authz.Denied
-			switch {
-			case errors.As(err, &denied):
-				r.Arbiter.Forget(id)
-				return ctrl.Result{}, r.finish(ctx, op, arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonForbidden, denied.Message, nil)
-			case meta.IsNoMatchError(err):
-				r.Arbiter.Forget(id)
-				return ctrl.Result{}, r.finish(ctx, op, arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonTargetNotFound,
-					fmt.Sprintf("%v: the kind is not served by the API server", err), nil)
-			}
-			return ctrl.Result{}, err
-		}
-	}
-	c := contender(op, priority, stagedAt(op))
-	v := r.Arbiter.Offer(c, durationOr(op.Spec.Staging.Window, 100*time.Millisecond), now)
-	r.nudge()
+	now := r.now()
+	c := contender(op, st.priority, r.stagedAt(op))
+	v := r.Arbiter.Offer(c, op.Spec.Staging.WindowOrDefault(), now)
 	if r.Meet != nil && v.Kind == staging.Wait && v.StagedAt.Equal(c.StagedAt) {
 		r.Meet(op) // first staged now: arbiter meets its targets
 	}
-	winner := nameOf(v.Winner)
+	// What the decision was made on is what status records.
+	st.at, st.priority = v.StagedAt, v.Priority
 	switch v.Kind {
 	case staging.Wait:
-		return ctrl.Result{RequeueAfter: deadline.Sub(now)}, nil
+		return ctrl.Result{RequeueAfter: op.Deadline().Sub(now)}, nil
 	case staging.Reject:
-		metrics.StagingBatchSize.Observe(float64(v.BatchSize))
-		err := r.finish(ctx, op, arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.ReasonLostStaging,
-			fmt.Sprintf("Lost staging to %s among %d operations on the same target", winner, v.BatchSize),
-			func(s *arbiterv1alpha1.ConflictResolutionOperationStatus) {
-				s.Winner, s.EffectivePriority, s.StagedAt = winner, priority, micro(v.StagedAt)
-			})
-		if err == nil {
-			r.Arbiter.Settle(id)
-		}
-		return ctrl.Result{}, err
+		return ctrl.Result{}, r.onLost(ctx, op, st, v)
 	case staging.Queue:
-		orig := op.DeepCopy()
-		s := &op.Status
-		s.Phase, s.Reason, s.Winner, s.EffectivePriority, s.StagedAt = arbiterv1alpha1.PhaseQueued, arbiterv1alpha1.ReasonQueued, winner, priority, micro(v.StagedAt)
-		s.Message = fmt.Sprintf("Queued behind %s; it runs when the target is free, in priority order", winner)
-		r.setStaged(op)
-		if err := r.Client.Status().Patch(ctx, op, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
-			return ctrl.Result{}, fmt.Errorf("recording queued status: %w", err)
-		}
-		r.Arbiter.Settle(id)
-		r.Recorder.Eventf(op, nil, corev1.EventTypeNormal, arbiterv1alpha1.ReasonQueued, "Stage", "Queued behind %s", winner)
-		return ctrl.Result{RequeueAfter: deadline.Sub(now)}, nil
+		return r.onQueued(ctx, op, st, v)
 	}
+	return r.onWon(ctx, op, st, v)
+}
 
-	// Won. A multi-target operation can leave partial work: hold it with the
+// admit decides whether an operation may be arbitrated at all: not
+// cancelled, not timed out, a parentRef chain without a cycle, targets of
+// its own namespace, and a requester who may carry it out. It finishes the
+// operation (refused) when not.
+func (r *OperationReconciler) admit(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (st staged, refused bool, err error) {
+	refuse := func(phase arbiterv1alpha1.OperationPhase, reason, message string) (staged, bool, error) {
+		r.Arbiter.Forget(key(op))
+		return staged{}, true, r.finish(ctx, op, phase, reason, message, nil)
+	}
+	switch {
+	case op.Annotations[arbiterv1alpha1.CancelAnnotation] == "true":
+		return refuse(arbiterv1alpha1.PhaseCancelled, arbiterv1alpha1.ReasonCancelled,
+			"Cancelled with the "+arbiterv1alpha1.CancelAnnotation+" annotation before it executed")
+	case !r.now().Before(op.Deadline()):
+		return refuse(arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonTimeout,
+			fmt.Sprintf("Not applied within its timeout of %s", op.Spec.TimeoutOrDefault()))
+	}
+	st.priority, st.note, err = r.effectivePriority(ctx, op)
+	if cycle := (*parentCycleError)(nil); errors.As(err, &cycle) {
+		return refuse(arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonInvalidParent, cycle.Error())
+	} else if err != nil {
+		return st, false, err
+	}
+	// Only an operation its requester may carry out enters a batch: a
+	// forbidden one must never win, nor make anyone else lose. A queued one
+	// was checked before it entered; it is checked again when it wins.
+	if op.Status.Phase != arbiterv1alpha1.PhaseQueued {
+		if f, err := r.checkTargets(ctx, op); err != nil || f != nil {
+			if f != nil {
+				return refuse(arbiterv1alpha1.PhaseFailed, f.Reason, f.Message)
+			}
+			return st, false, err
+		}
+	}
+	return st, false, nil
+}
+
+// checkTargets returns a Failure when a target is cluster-scoped or the
+// requester may not get and update it, an error when that could not be
+// found out.
+func (r *OperationReconciler) checkTargets(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (*execute.Failure, error) {
+	for _, t := range op.Spec.Targets {
+		gv, err := schema.ParseGroupVersion(t.APIVersion)
+		if err != nil {
+			return &execute.Failure{Reason: arbiterv1alpha1.ReasonInvalidMutation, Message: fmt.Sprintf("Target apiVersion %q: %v", t.APIVersion, err)}, nil
+		}
+		mapping, err := r.Authz.Mapper.RESTMapping(gv.WithKind(t.Kind).GroupKind(), gv.Version)
+		switch {
+		case meta.IsNoMatchError(err):
+			return &execute.Failure{Reason: arbiterv1alpha1.ReasonTargetNotFound,
+				Message: fmt.Sprintf("%s %s: the kind is not served by the API server", t.APIVersion, t.Kind)}, nil
+		case err != nil:
+			return nil, fmt.Errorf("mapping %s %s: %w", t.APIVersion, t.Kind, err)
+		case mapping.Scope.Name() != meta.RESTScopeNameNamespace:
+			// The request would name no namespace: a cluster-scoped object
+			// is no one namespace's to change, whatever RBAC a namespace grants.
+			return &execute.Failure{Reason: arbiterv1alpha1.ReasonClusterScopedTarget,
+				Message: fmt.Sprintf("%s %s is cluster-scoped; an operation may change objects of its own namespace only", t.Kind, t.Name)}, nil
+		}
+	}
+	err := r.Authz.Check(ctx, op)
+	if denied := (*authz.Denied)(nil); errors.As(err, &denied) {
+		return &execute.Failure{Reason: arbiterv1alpha1.ReasonForbidden, Message: denied.Message}, nil
+	}
+	return nil, err
+}
+
+// onLost ends an operation that lost its batch.
+func (r *OperationReconciler) onLost(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation, st staged, v staging.Verdict) error {
+	metrics.StagingBatchSize.Observe(float64(v.BatchSize))
+	winner := nameOf(v.Winner)
+	err := r.finish(ctx, op, arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.ReasonLostStaging,
+		fmt.Sprintf("Lost staging to %s among %d operations on the same target", winner, v.BatchSize),
+		func(op *arbiterv1alpha1.ConflictResolutionOperation) { markRejected(op, st, winner) })
+	if err == nil {
+		r.Arbiter.Settle(key(op))
+	}
+	return err
+}
+
+// onQueued records an operation that lost a Queue batch; it waits its turn.
+func (r *OperationReconciler) onQueued(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation, st staged, v staging.Verdict) (ctrl.Result, error) {
+	winner := nameOf(v.Winner)
+	if err := r.patchStatus(ctx, op, func(op *arbiterv1alpha1.ConflictResolutionOperation) { markQueued(op, st, winner) }); err != nil {
+		return ctrl.Result{}, fmt.Errorf("recording queued status: %w", err)
+	}
+	r.Arbiter.Settle(key(op))
+	r.Recorder.Eventf(op, nil, corev1.EventTypeNormal, arbiterv1alpha1.ReasonQueued, "Stage", "Queued behind %s", winner)
+	return ctrl.Result{RequeueAfter: op.Deadline().Sub(r.now())}, nil
+}
+
+// onWon records the win (so that a restarted manager recovers it first),
+// then executes.
+func (r *OperationReconciler) onWon(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation, st staged, v staging.Verdict) (ctrl.Result, error) {
+	if op.Status.Phase == arbiterv1alpha1.PhaseQueued {
+		// Its requester may have lost the right while it waited.
+		f, err := r.checkTargets(ctx, op)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if f != nil {
+			r.Arbiter.Forget(key(op))
+			return ctrl.Result{}, r.finish(ctx, op, arbiterv1alpha1.PhaseFailed, f.Reason, f.Message, nil)
+		}
+	}
+	// A multi-target operation can leave partial work: hold it with the
 	// finalizer, so that deleting it rolls the work back first.
 	if len(op.Spec.Targets) > 1 && controllerutil.AddFinalizer(op, arbiterv1alpha1.CleanupFinalizer) {
 		if err := r.Client.Update(ctx, op); err != nil {
 			return ctrl.Result{}, fmt.Errorf("adding the cleanup finalizer: %w", err)
 		}
 	}
-	// Record Executing (so a restarted manager recovers it first), then apply.
-	orig := op.DeepCopy()
-	s := &op.Status
-	started := metav1.NewMicroTime(now)
-	s.Phase, s.Reason, s.Winner, s.EffectivePriority, s.StagedAt, s.StartedAt = arbiterv1alpha1.PhaseExecuting, arbiterv1alpha1.ReasonStaged, "", priority, micro(v.StagedAt), &started
-	s.Message = fmt.Sprintf("Won staging among %d operations; applying", max(v.BatchSize, 1))
-	r.setStaged(op)
-	if err := r.Client.Status().Patch(ctx, op, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+	now := r.now()
+	if err := r.patchStatus(ctx, op, func(op *arbiterv1alpha1.ConflictResolutionOperation) { markExecuting(op, st, v.BatchSize, now) }); err != nil {
 		// The win stands (the verdict is kept until settled): the next
 		// reconcile, on a fresher copy, records it.
 		return ctrl.Result{}, fmt.Errorf("recording executing status: %w", err)
@@ -352,97 +308,96 @@ func (r *OperationReconciler) stage(ctx context.Context, op *arbiterv1alpha1.Con
 	if v.BatchSize > 0 {
 		metrics.StagingBatchSize.Observe(float64(v.BatchSize))
 	}
+	id := key(op)
 	r.Arbiter.Settle(id)
-	r.Arbiter.Started(id, now, durationOr(op.Spec.GracePeriod, time.Second))
+	r.Arbiter.Started(id, now, op.Spec.GracePeriodOrDefault())
 	r.Recorder.Eventf(op, nil, corev1.EventTypeNormal, arbiterv1alpha1.ReasonStaged, "Stage", "Won staging among %d operations", max(v.BatchSize, 1))
 	return r.execute(ctx, op)
 }
 
-// execute applies an Executing operation and records the outcome.
+// execute applies an Executing operation, or goes on with it after a
+// backoff, and records the outcome.
 func (r *OperationReconciler) execute(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (ctrl.Result, error) {
 	id := key(op)
-	started := time.Now()
+	started := r.now()
 	if op.Status.StartedAt != nil {
 		started = op.Status.StartedAt.Time
 	}
-	grace := durationOr(op.Spec.GracePeriod, time.Second)
+	grace := op.Spec.GracePeriodOrDefault()
 	// Normally already held; after a restart, recover() registered it.
-	if !r.Arbiter.Hold(contender(op, op.Status.EffectivePriority, stagedAt(op)), started, grace) {
+	if !r.Arbiter.Hold(contender(op, op.Status.EffectivePriority, r.stagedAt(op)), started, grace) {
 		// Another operation holds a target: never two executors at once.
 		return ctrl.Result{RequeueAfter: notReadyRetry}, nil
 	}
-	deadline := op.CreationTimestamp.Add(durationOr(op.Spec.Timeout, 30*time.Second))
-
 	var params []byte
 	if op.Spec.Params != nil {
 		params = op.Spec.Params.Raw
 	}
 	res, err := r.Executor.Execute(ctx, execute.Request{
-		UID:       string(op.UID),
-		Namespace: op.Namespace,
-		Targets:   op.Spec.Targets,
-		Params:    params,
-		Backoff:   execute.BackoffFor(op.Spec.OCC),
-		Stop: func() *execute.Failure {
-			if by, ok := r.Arbiter.Preempted(id); ok {
-				return &execute.Failure{Reason: arbiterv1alpha1.ReasonPreempted,
-					Message: fmt.Sprintf("Preempted by %s, of higher priority, after its grace period of %s", nameOf(by), grace)}
-			}
-			current := &arbiterv1alpha1.ConflictResolutionOperation{}
-			if err := r.Client.Get(ctx, client.ObjectKeyFromObject(op), current); err == nil && !current.DeletionTimestamp.IsZero() {
-				return &execute.Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}
-			}
-			if !time.Now().Before(deadline) {
-				return &execute.Failure{Reason: arbiterv1alpha1.ReasonTimeout,
-					Message: fmt.Sprintf("Not applied within its timeout of %s", durationOr(op.Spec.Timeout, 30*time.Second))}
-			}
-			return nil
-		},
-		OnConflict: func() {
-			metrics.OCCConflictsTotal.Inc()
-		},
-	})
+		UID:        string(op.UID),
+		Namespace:  op.Namespace,
+		Targets:    op.Spec.Targets,
+		Params:     params,
+		Backoff:    execute.BackoffFor(op.Spec.OCC),
+		Stop:       func() *execute.Failure { return r.stopReason(ctx, op) },
+		OnConflict: metrics.OCCConflictsTotal.Inc,
+	}, r.executions.of(op))
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("executing: %w", err)
 	}
-	if res.Attempts > 1 {
-		r.Recorder.Eventf(op, nil, corev1.EventTypeNormal, "Retrying", "Execute",
-			"Retried after %d conflicts with other writers", res.Attempts-1)
-	}
-
-	record := func(s *arbiterv1alpha1.ConflictResolutionOperationStatus) {
-		s.Attempts += res.Attempts
-		s.Targets = make([]arbiterv1alpha1.TargetStatus, 0, len(op.Spec.Targets))
-		for i, t := range op.Spec.Targets {
-			ts := arbiterv1alpha1.TargetStatus{APIVersion: t.APIVersion, Kind: t.Kind, Name: t.Name}
-			if i < len(res.Targets) {
-				tr := res.Targets[i]
-				ts.ResourceVersionBefore, ts.ResourceVersionAfter, ts.Applied = tr.ResourceVersionBefore, tr.ResourceVersionAfter, tr.Applied
-			}
-			s.Targets = append(s.Targets, ts)
+	if !res.Done() {
+		// Backing off after a 409: called again then, or sooner by a
+		// preemption or a deletion; never after the deadline.
+		next := res.RetryAt
+		if deadline := op.Deadline(); deadline.Before(next) {
+			next = deadline
 		}
+		return ctrl.Result{RequeueAfter: max(next.Sub(r.now()), time.Millisecond)}, nil
 	}
-	var ferr error
+	if retries := res.Attempts - int32(len(res.Targets)); retries > 0 && res.Failure == nil {
+		r.Recorder.Eventf(op, nil, corev1.EventTypeNormal, "Retrying", "Execute", "Retried after %d conflicts with other writers", retries)
+	}
+	if err := r.recordOutcome(ctx, op, res); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.executions.drop(client.ObjectKeyFromObject(op))
+	r.Arbiter.Forget(id)
+	return ctrl.Result{}, r.releaseFinalizer(ctx, op)
+}
+
+// stopReason says why an execution must stop before its next write:
+// preempted, deleted, or past its deadline.
+func (r *OperationReconciler) stopReason(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) *execute.Failure {
+	if by, ok := r.Arbiter.Preempted(key(op)); ok {
+		return &execute.Failure{Reason: arbiterv1alpha1.ReasonPreempted,
+			Message: fmt.Sprintf("Preempted by %s, of higher priority, after its grace period of %s", nameOf(by), op.Spec.GracePeriodOrDefault())}
+	}
+	current := &arbiterv1alpha1.ConflictResolutionOperation{}
+	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(op), current); err == nil && !current.DeletionTimestamp.IsZero() {
+		return &execute.Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}
+	}
+	if !r.now().Before(op.Deadline()) {
+		return &execute.Failure{Reason: arbiterv1alpha1.ReasonTimeout,
+			Message: fmt.Sprintf("Not applied within its timeout of %s", op.Spec.TimeoutOrDefault())}
+	}
+	return nil
+}
+
+// recordOutcome writes an execution's terminal status.
+func (r *OperationReconciler) recordOutcome(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation, res execute.Result) error {
+	record := func(op *arbiterv1alpha1.ConflictResolutionOperation) { recordTargets(op, res) }
 	switch f := res.Failure; {
 	case f == nil:
 		msg := fmt.Sprintf("Applied to %d target(s) in %d write attempt(s)", len(res.Targets), op.Status.Attempts+res.Attempts)
-		ferr = r.finish(ctx, op, arbiterv1alpha1.PhaseSucceeded, arbiterv1alpha1.ReasonApplied, msg, record)
+		return r.finish(ctx, op, arbiterv1alpha1.PhaseSucceeded, arbiterv1alpha1.ReasonApplied, msg, record)
 	case f.Reason == arbiterv1alpha1.ReasonPreempted:
-		by, _ := r.Arbiter.Preempted(id)
-		by = nameOf(by)
-		ferr = r.finish(ctx, op, arbiterv1alpha1.PhaseRejected, f.Reason, f.Message, func(s *arbiterv1alpha1.ConflictResolutionOperationStatus) {
-			record(s)
-			s.Winner = by
+		by, _ := r.Arbiter.Preempted(key(op))
+		return r.finish(ctx, op, arbiterv1alpha1.PhaseRejected, f.Reason, f.Message, func(op *arbiterv1alpha1.ConflictResolutionOperation) {
+			record(op)
+			op.Status.Winner = nameOf(by)
 		})
-	default:
-		ferr = r.finish(ctx, op, arbiterv1alpha1.PhaseFailed, f.Reason, f.Message, record)
 	}
-	if ferr != nil {
-		return ctrl.Result{}, ferr
-	}
-	r.Arbiter.Forget(id)
-	r.nudge()
-	return ctrl.Result{}, r.releaseFinalizer(ctx, op)
+	return r.finish(ctx, op, arbiterv1alpha1.PhaseFailed, res.Failure.Reason, res.Failure.Message, record)
 }
 
 // releaseFinalizer removes arbiter's finalizer once nothing is left to roll back.
@@ -461,31 +416,18 @@ func (r *OperationReconciler) releaseFinalizer(ctx context.Context, op *arbiterv
 // finish records a terminal phase in one status write, with its condition,
 // event and metrics.
 func (r *OperationReconciler) finish(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation,
-	phase arbiterv1alpha1.OperationPhase, reason, message string, mutate func(*arbiterv1alpha1.ConflictResolutionOperationStatus)) error {
-	orig := op.DeepCopy()
-	s := &op.Status
-	now := metav1.NewMicroTime(time.Now())
-	s.Phase, s.Reason, s.Message, s.CompletedAt = phase, reason, message, &now
-	if mutate != nil {
-		mutate(s)
-	}
-	if s.StagedAt != nil {
-		r.setStaged(op)
-	}
-	condType := map[arbiterv1alpha1.OperationPhase]string{
-		arbiterv1alpha1.PhaseSucceeded: arbiterv1alpha1.OperationSucceeded,
-		arbiterv1alpha1.PhaseRejected:  arbiterv1alpha1.OperationRejected,
-		arbiterv1alpha1.PhaseFailed:    arbiterv1alpha1.OperationFailed,
-	}[phase]
-	if condType != "" {
-		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: condType, Status: metav1.ConditionTrue,
-			Reason: reason, Message: message, ObservedGeneration: op.Generation})
-	}
-	s.ObservedGeneration = op.Generation
-	if err := r.Client.Status().Patch(ctx, op, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+	phase arbiterv1alpha1.OperationPhase, reason, message string, mutate func(*arbiterv1alpha1.ConflictResolutionOperation)) error {
+	now := r.now()
+	err := r.patchStatus(ctx, op, func(op *arbiterv1alpha1.ConflictResolutionOperation) {
+		if mutate != nil {
+			mutate(op)
+		}
+		markFinished(op, phase, reason, message, now)
+	})
+	if err != nil {
 		return fmt.Errorf("recording %s status: %w", phase, err)
 	}
-	r.finished.add(op.UID)
+	r.finished.add(op.UID, now)
 
 	eventType := corev1.EventTypeNormal
 	if phase == arbiterv1alpha1.PhaseFailed {
@@ -499,49 +441,9 @@ func (r *OperationReconciler) finish(ctx context.Context, op *arbiterv1alpha1.Co
 	}
 	r.Recorder.Eventf(op, nil, eventType, eventReason, string(phase), "%s: %s", reason, message)
 	metrics.OperationsTotal.WithLabelValues(op.Namespace, op.Spec.Function, string(phase), reason).Inc()
-	metrics.OperationDuration.Observe(time.Since(op.CreationTimestamp.Time).Seconds())
+	metrics.OperationDuration.Observe(now.Sub(op.CreationTimestamp.Time).Seconds())
 	ctrl.LoggerFrom(ctx).V(1).Info("Operation finished", "phase", phase, "reason", reason, "message", message)
 	return nil
-}
-
-func (r *OperationReconciler) setStaged(op *arbiterv1alpha1.ConflictResolutionOperation) {
-	meta.SetStatusCondition(&op.Status.Conditions, metav1.Condition{Type: arbiterv1alpha1.OperationStaged, Status: metav1.ConditionTrue,
-		Reason: arbiterv1alpha1.ReasonStaged, Message: fmt.Sprintf("Staged with effective priority %d", op.Status.EffectivePriority),
-		ObservedGeneration: op.Generation})
-}
-
-// parentCycleError is a parentRef chain that leads back to itself.
-type parentCycleError struct{ chain []string }
-
-func (e *parentCycleError) Error() string {
-	return fmt.Sprintf("spec.parentRef forms a cycle: %v", e.chain)
-}
-
-// effectivePriority is the maximum of the operation's priority and its
-// parent's effective priority, following parentRef up the chain. A missing
-// parent adds nothing (it may have been cleaned up).
-func (r *OperationReconciler) effectivePriority(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (int32, error) {
-	priority := op.Spec.Priority
-	chain := []string{op.Name}
-	seen := map[string]bool{op.Name: true}
-	for cur := op; cur.Spec.ParentRef != nil; {
-		name := cur.Spec.ParentRef.Name
-		chain = append(chain, name)
-		if seen[name] {
-			return 0, &parentCycleError{chain: chain}
-		}
-		seen[name] = true
-		parent := &arbiterv1alpha1.ConflictResolutionOperation{}
-		if err := r.Client.Get(ctx, types.NamespacedName{Namespace: op.Namespace, Name: name}, parent); err != nil {
-			if apierrors.IsNotFound(err) {
-				break
-			}
-			return 0, fmt.Errorf("reading parent %s: %w", name, err)
-		}
-		priority = max(priority, parent.Spec.Priority)
-		cur = parent
-	}
-	return priority, nil
 }
 
 // contender is the operation as the arbiter sees it.
@@ -562,11 +464,11 @@ func contender(op *arbiterv1alpha1.ConflictResolutionOperation, priority int32, 
 
 // stagedAt is when the operation was first staged: recorded in status once
 // it lost or won, else now.
-func stagedAt(op *arbiterv1alpha1.ConflictResolutionOperation) time.Time {
+func (r *OperationReconciler) stagedAt(op *arbiterv1alpha1.ConflictResolutionOperation) time.Time {
 	if op.Status.StagedAt != nil {
 		return op.Status.StagedAt.Time
 	}
-	return time.Now()
+	return r.now()
 }
 
 func key(op *arbiterv1alpha1.ConflictResolutionOperation) string {
@@ -578,19 +480,4 @@ func key(op *arbiterv1alpha1.ConflictResolutionOperation) string {
 func nameOf(id string) string {
 	_, name, _ := strings.Cut(id, "/")
 	return name
-}
-
-func micro(t time.Time) *metav1.MicroTime {
-	if t.IsZero() {
-		return nil
-	}
-	m := metav1.NewMicroTime(t)
-	return &m
-}
-
-func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
-	if d == nil {
-		return def
-	}
-	return d.Duration
 }

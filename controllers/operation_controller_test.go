@@ -116,7 +116,11 @@ var _ = Describe("Staging", func() {
 	It("lets a parent raise its children's effective priority, and fails a parentRef cycle", func() {
 		ns := newNamespace()
 		createAccount(ns, "alice", 0)
-		parent := credit(ns, "batch", 9, 0, "bob-not-contending")
+		createAccount(ns, "bob", 0)
+		// The parent lends its priority while it has not finished: a long
+		// window keeps it pending while its child is staged.
+		parent := credit(ns, "batch", 9, 0, "bob")
+		parent.Spec.Staging.Window = duration(5 * time.Second)
 		child := credit(ns, "child", 2, 1, "alice")
 		child.Spec.ParentRef = &arbiterv1alpha1.OperationReference{Name: "batch"}
 		child.Spec.Staging.Window = duration(time.Second)

@@ -37,6 +37,10 @@ const (
 	// ReasonInvalidMutation: the mutation could not be evaluated or applied
 	// (CEL error, missing path, false test op, invalid result).
 	ReasonInvalidMutation = "InvalidMutation"
+	// ReasonMutationTooLarge: the mutation would produce an object, or copy
+	// or return values, larger than arbiter's limit of 1.5 MiB (the API
+	// server's request limit); nothing was written.
+	ReasonMutationTooLarge = "MutationTooLarge"
 	// ReasonForbidden: the requester may not get or update a target.
 	ReasonForbidden = "Forbidden"
 	// ReasonTimeout: not terminal by creationTimestamp + timeout.
@@ -49,6 +53,9 @@ const (
 	ReasonRollbackFailed = "RollbackFailed"
 	// ReasonCancelled: cancelled with the arbiter.dev/cancel annotation.
 	ReasonCancelled = "Cancelled"
+	// ReasonClusterScopedTarget: a target's kind is cluster-scoped; an
+	// operation may change objects of its own namespace only.
+	ReasonClusterScopedTarget = "ClusterScopedTarget"
 	// ReasonInvalidParent: parentRef forms a cycle.
 	ReasonInvalidParent = "InvalidParent"
 )

@@ -62,7 +62,9 @@ type ConflictResolutionOperationSpec struct {
 
 	// parentRef names another operation in the same namespace. The effective
 	// priority is the maximum of this operation's priority and the parent's
-	// effective priority, so a batch's children inherit its urgency.
+	// effective priority, so a batch's children inherit its urgency. Only a
+	// parent with the same requester that has not finished lends its
+	// priority; any other is ignored, and the Staged condition says why.
 	// +optional
 	ParentRef *OperationReference `json:"parentRef,omitempty"`
 
@@ -95,12 +97,13 @@ type ConflictResolutionOperationSpec struct {
 	OCC OCCSpec `json:"occ,omitzero"`
 
 	// gracePeriod is how long an executing operation is protected from
-	// preemption by a higher-priority operation. Defaults to 1s.
+	// preemption by a higher-priority operation. Defaults to 1s; at most 5m.
 	// +optional
 	// +kubebuilder:default="1s"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self) <= duration('5m')",message="must be at most 5m"
 	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
 
 	// timeout bounds the operation's life: an operation that is not terminal
@@ -267,12 +270,14 @@ type OCCSpec struct {
 	// +kubebuilder:validation:Maximum=100
 	MaxRetries *int32 `json:"maxRetries,omitempty"`
 
-	// baseDelay is the delay before the first retry. Defaults to 5ms.
+	// baseDelay is the delay before the first retry. Defaults to 5ms; at
+	// most 10s.
 	// +optional
 	// +kubebuilder:default="5ms"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self) <= duration('10s')",message="must be at most 10s"
 	BaseDelay *metav1.Duration `json:"baseDelay,omitempty"`
 
 	// backoffFactor multiplies the delay after each retry, as a decimal
@@ -285,12 +290,14 @@ type OCCSpec struct {
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^[0-9]+([.][0-9]+)?$') || (double(self) >= 1.0 && double(self) <= 10.0)",message="must be between 1 and 10"
 	BackoffFactor string `json:"backoffFactor,omitempty"`
 
-	// maxDelay caps the delay between retries. Defaults to 1s.
+	// maxDelay caps the delay between retries. Defaults to 1s; at most 1m.
+	// A retry never waits past the operation's timeout.
 	// +optional
 	// +kubebuilder:default="1s"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self) <= duration('1m')",message="must be at most 1m"
 	MaxDelay *metav1.Duration `json:"maxDelay,omitempty"`
 }
 

@@ -1,6 +1,7 @@
 package execute
 
 import (
+	"context"
 	"testing"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
@@ -30,7 +31,7 @@ func BenchmarkMutation(b *testing.B) {
 		}
 		b.Run("apply/"+name, func(b *testing.B) {
 			for b.Loop() {
-				if _, err := m.Apply([]byte(alice), params); err != nil {
+				if _, err := m.Apply(context.Background(), []byte(alice), params); err != nil {
 					b.Fatal(err)
 				}
 			}

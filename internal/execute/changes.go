@@ -71,6 +71,23 @@ func diff(before, after map[string]any) []change {
 	return out
 }
 
+// withoutBookkeeping is v, at path in its object, without the bookkeeping
+// fields beneath it.
+func withoutBookkeeping(path []string, v any) any {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return v
+	}
+	out := make(map[string]any, len(m))
+	for k, e := range m {
+		p := append(slices.Clone(path), k)
+		if !isBookkeeping(p) {
+			out[k] = withoutBookkeeping(p, e)
+		}
+	}
+	return out
+}
+
 func isBookkeeping(path []string) bool {
 	for _, b := range bookkeeping {
 		if slices.Equal(path, b) {
@@ -101,7 +118,9 @@ func lookup(doc map[string]any, path []string) (any, bool) {
 func revert(doc map[string]any, changes []change) (changed []string) {
 	for _, c := range changes {
 		cur, ok := lookup(doc, c.path)
-		if ok != c.hasAfter || !reflect.DeepEqual(normalize(cur), normalize(c.after)) {
+		// A map the operation created (annotations, say) also holds
+		// arbiter's record, which the restore removes on its own.
+		if ok != c.hasAfter || !reflect.DeepEqual(normalize(withoutBookkeeping(c.path, cur)), normalize(c.after)) {
 			changed = append(changed, c.pointer())
 		}
 	}

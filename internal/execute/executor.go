@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
@@ -44,20 +44,8 @@ type Backoff struct {
 
 // BackoffFor reads an operation's spec.occ, defaults applied by the API server.
 func BackoffFor(occ arbiterv1alpha1.OCCSpec) Backoff {
-	b := Backoff{MaxRetries: 10, Base: 5 * time.Millisecond, Factor: 1.5, Max: time.Second}
-	if occ.MaxRetries != nil {
-		b.MaxRetries = int(*occ.MaxRetries)
-	}
-	if occ.BaseDelay != nil {
-		b.Base = occ.BaseDelay.Duration
-	}
-	if f, err := strconv.ParseFloat(occ.BackoffFactor, 64); err == nil && f >= 1 {
-		b.Factor = f
-	}
-	if occ.MaxDelay != nil {
-		b.Max = occ.MaxDelay.Duration
-	}
-	return b
+	return Backoff{MaxRetries: occ.MaxRetriesOrDefault(), Base: occ.BaseDelayOrDefault(),
+		Factor: occ.BackoffFactorOrDefault(), Max: occ.MaxDelayOrDefault()}
 }
 
 // Delay is the wait before retry n (0-based).
@@ -77,8 +65,9 @@ type Request struct {
 	Targets   []arbiterv1alpha1.Target
 	Params    []byte
 	Backoff   Backoff
-	// Stop is asked before every write; a non-nil Failure (preempted,
-	// timed out) stops the execution, which rolls back what it wrote.
+	// Stop is asked before every write, once what already landed is known;
+	// a non-nil Failure (preempted, timed out, deleted) stops the execution,
+	// which rolls back what it wrote.
 	Stop func() *Failure
 	// OnConflict is called for every 409 Conflict met.
 	OnConflict func()
@@ -89,8 +78,9 @@ type TargetResult struct {
 	ResourceVersionBefore string
 	ResourceVersionAfter  string
 	Applied               bool
-	// Recovered is true when the target already recorded the operation (a
-	// restart between the target write and the status write).
+	// Recovered is true when the target already recorded the operation and
+	// this execution does not know what it wrote (a new manager after a
+	// restart or a failover).
 	Recovered bool
 
 	key     client.ObjectKey
@@ -98,12 +88,36 @@ type TargetResult struct {
 	changes []change
 }
 
-// Result is the outcome of an execution. Failure is nil on success.
+// Progress is one execution carried from call to call of Execute: the
+// targets written so far, with what each write changed, and the conflicts
+// met on the target being written. The caller keeps it while the operation
+// executes, so a call after a backoff, a transient error or a failed status
+// write goes on where the last one stopped. Without it (a new manager), the
+// targets' arbiter.dev/applied record tells what landed.
+type Progress struct {
+	Targets []TargetResult
+	// Attempts counts the target writes made, conflicts included.
+	Attempts int32
+	// Conflicts counts the 409s met on the target being written.
+	Conflicts int
+	// RetryAt is when the target being written may be tried again.
+	RetryAt time.Time
+}
+
+// Result is the outcome of one call of Execute. Failure is nil on success
+// and while the execution backs off.
 type Result struct {
 	Targets  []TargetResult
 	Attempts int32
 	Failure  *Failure
+	// RetryAt, when set, asks for Execute to be called again at that time
+	// with the same Progress: a write met a 409 Conflict and backs off.
+	// Nothing waits in the meantime.
+	RetryAt time.Time
 }
+
+// Done reports whether the execution ended, applied or failed.
+func (r Result) Done() bool { return r.RetryAt.IsZero() }
 
 // Executor applies operations to their targets with optimistic concurrency.
 type Executor struct {
@@ -111,120 +125,150 @@ type Executor struct {
 	Reader client.Reader
 	// Writer updates targets.
 	Writer client.Client
+	// Clock tells the backoff's time; the real clock when nil.
+	Clock clock.PassiveClock
 }
 
-// Execute applies every target's mutation in order. Each target is read
-// fresh, mutated, and updated with the resourceVersion read; a 409 Conflict
-// starts again from the read, after a backoff, up to Backoff.MaxRetries.
-// When a target fails, those already written are rolled back. A returned
-// error is transient (the API server could not be reached): executing again
-// is safe, as targets that record the operation are not written twice.
-func (e *Executor) Execute(ctx context.Context, req Request) (Result, error) {
-	var res Result
+func (e *Executor) now() time.Time {
+	if e.Clock == nil {
+		return time.Now()
+	}
+	return e.Clock.Now()
+}
+
+// Execute applies every target's mutation in order, going on from p. Each
+// target is read fresh, mutated, and updated with the resourceVersion read.
+// A 409 Conflict returns at once with Result.RetryAt set (after
+// Backoff.Delay): the caller calls again then, and the target is read
+// afresh, up to Backoff.MaxRetries. When a target fails, or Stop says so
+// before a write, those already written are rolled back. A returned error
+// is transient (the API server could not be reached): calling again is
+// safe, as targets that record the operation are never written twice.
+func (e *Executor) Execute(ctx context.Context, req Request, p *Progress) (Result, error) {
+	result := func(f *Failure) Result {
+		return Result{Targets: p.Targets, Attempts: p.Attempts, Failure: f}
+	}
 	// The webhook refuses such params; this holds when it is not installed.
 	if err := CheckParams(req.Params); err != nil {
-		res.Failure = failure(arbiterv1alpha1.ReasonInvalidMutation, "spec.params %v", err)
-		return res, nil
+		return result(failure(arbiterv1alpha1.ReasonInvalidMutation, "spec.params %v", err)), nil
 	}
 	mutations := make([]*Mutation, len(req.Targets))
 	for i := range req.Targets {
 		m, err := Compile(&req.Targets[i])
 		if err != nil {
-			res.Failure = failure(arbiterv1alpha1.ReasonInvalidMutation, "%v", err)
-			return res, nil
+			return result(failure(arbiterv1alpha1.ReasonInvalidMutation, "%v", err)), nil
 		}
 		mutations[i] = m
 	}
-	for i := range req.Targets {
-		tr, f, err := e.applyTarget(ctx, req, &req.Targets[i], mutations[i], &res)
-		if err == nil && f == nil {
-			res.Targets = append(res.Targets, tr)
-			continue
+	if now := e.now(); now.Before(p.RetryAt) {
+		// Called before the backoff ends (preempted, deleted or timed out,
+		// or an event about the operation): the last write met a 409, so
+		// nothing of the current target landed.
+		if f := req.Stop(); f != nil {
+			return result(e.rollBack(ctx, req, p, f)), nil
 		}
-		if err != nil {
-			// Transient: the write may even have landed. Executing again
-			// finds the targets that record the operation and goes on.
-			return res, err
-		}
-		res.Failure = e.rollBack(ctx, req, &res, f)
-		return res, nil
+		r := result(nil)
+		r.RetryAt = p.RetryAt
+		return r, nil
 	}
-	return res, nil
+	for i := len(p.Targets); i < len(req.Targets); i++ {
+		tr, f, err := e.attempt(ctx, req, &req.Targets[i], mutations[i], p)
+		switch {
+		case err != nil:
+			// Transient: the write may even have landed. Executing again
+			// reads the target's record first.
+			return result(nil), err
+		case f != nil:
+			return result(e.rollBack(ctx, req, p, f)), nil
+		case !tr.Applied:
+			p.RetryAt = e.now().Add(req.Backoff.Delay(p.Conflicts - 1))
+			r := result(nil)
+			r.RetryAt = p.RetryAt
+			return r, nil
+		}
+		p.Targets = append(p.Targets, tr)
+		p.Conflicts, p.RetryAt = 0, time.Time{}
+	}
+	return result(nil), nil
 }
 
-func (e *Executor) applyTarget(ctx context.Context, req Request, t *arbiterv1alpha1.Target, m *Mutation, res *Result) (TargetResult, *Failure, error) {
+// attempt makes one read-mutate-write of a target. It returns the target
+// applied, a Failure that ends the operation, or neither after a 409 (to
+// retry after the backoff).
+func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.Target, m *Mutation, p *Progress) (TargetResult, *Failure, error) {
 	gv, err := schema.ParseGroupVersion(t.APIVersion)
 	if err != nil {
 		return TargetResult{}, failure(arbiterv1alpha1.ReasonInvalidMutation, "Target apiVersion %q: %v", t.APIVersion, err), nil
 	}
 	tr := TargetResult{key: client.ObjectKey{Namespace: req.Namespace, Name: t.Name}, gvk: gv.WithKind(t.Kind)}
 	name := fmt.Sprintf("%s %s/%s", t.Kind, req.Namespace, t.Name)
-	for attempt := 0; ; attempt++ {
-		if f := req.Stop(); f != nil {
+	obj := &unstructured.Unstructured{}
+	obj.SetGroupVersionKind(tr.gvk)
+	if err := e.Reader.Get(ctx, tr.key, obj); err != nil {
+		if f := classify(err, name, "read"); f != nil {
 			return tr, f, nil
 		}
-		obj := &unstructured.Unstructured{}
-		obj.SetGroupVersionKind(tr.gvk)
-		if err := e.Reader.Get(ctx, tr.key, obj); err != nil {
-			if f := classify(err, name, "read"); f != nil {
-				return tr, f, nil
-			}
-			return tr, nil, fmt.Errorf("reading %s: %w", name, err)
-		}
-		tr.ResourceVersionBefore = obj.GetResourceVersion()
-		if WasApplied(obj, req.UID) {
-			tr.ResourceVersionAfter, tr.Applied, tr.Recovered = obj.GetResourceVersion(), true, true
-			return tr, nil, nil
-		}
-		before, err := obj.MarshalJSON()
-		if err != nil {
-			return tr, nil, fmt.Errorf("encoding %s: %w", name, err)
-		}
-		after, err := m.Apply(before, req.Params)
-		if err != nil {
-			return tr, failure(arbiterv1alpha1.ReasonInvalidMutation, "%v", err), nil
-		}
-		updated := &unstructured.Unstructured{}
-		if err := utiljson.Unmarshal(after, &updated.Object); err != nil {
-			return tr, failure(arbiterv1alpha1.ReasonInvalidMutation, "%s: result is not an object: %v", name, err), nil
-		}
-		if updated.GetAnnotations()[arbiterv1alpha1.AppliedAnnotation] != obj.GetAnnotations()[arbiterv1alpha1.AppliedAnnotation] {
-			return tr, failure(arbiterv1alpha1.ReasonInvalidMutation, "%s: a mutation must not change the %s annotation",
-				name, arbiterv1alpha1.AppliedAnnotation), nil
-		}
-		// The write is conditional on what was read, whatever the mutation did.
-		updated.SetResourceVersion(obj.GetResourceVersion())
-		// What the operation itself wrote, for a rollback: the record is
-		// arbiter's bookkeeping, added after.
-		changes := diff(obj.Object, updated.Object)
-		recordApplied(updated, req.UID)
-
-		if f := req.Stop(); f != nil {
-			return tr, f, nil
-		}
-		res.Attempts++
-		err = e.Writer.Update(ctx, updated)
-		if err == nil {
-			tr.ResourceVersionAfter, tr.Applied, tr.changes = updated.GetResourceVersion(), true, changes
-			return tr, nil, nil
-		}
-		if !apierrors.IsConflict(err) {
-			if f := classify(err, name, "update"); f != nil {
-				return tr, f, nil
-			}
-			return tr, nil, fmt.Errorf("updating %s: %w", name, err)
-		}
-		if req.OnConflict != nil {
-			req.OnConflict()
-		}
-		if attempt >= req.Backoff.MaxRetries {
-			return tr, failure(arbiterv1alpha1.ReasonConflictRetriesExhausted,
-				"%s changed under every one of %d attempts (maxRetries %d); nothing was written", name, attempt+1, req.Backoff.MaxRetries), nil
-		}
-		if err := sleep(ctx, req.Backoff.Delay(attempt)); err != nil {
-			return tr, nil, err
-		}
+		return tr, nil, fmt.Errorf("reading %s: %w", name, err)
 	}
+	tr.ResourceVersionBefore = obj.GetResourceVersion()
+	// What landed is found out before anything may stop the execution: an
+	// operation whose write landed is applied, whatever happens next.
+	if WasApplied(obj, req.UID) {
+		tr.ResourceVersionAfter, tr.Applied, tr.Recovered = obj.GetResourceVersion(), true, true
+		return tr, nil, nil
+	}
+	if f := req.Stop(); f != nil {
+		return tr, f, nil
+	}
+	before, err := obj.MarshalJSON()
+	if err != nil {
+		return tr, nil, fmt.Errorf("encoding %s: %w", name, err)
+	}
+	after, err := m.Apply(ctx, before, req.Params)
+	if err != nil {
+		if tooLarge := (*TooLargeError)(nil); errors.As(err, &tooLarge) {
+			return tr, failure(arbiterv1alpha1.ReasonMutationTooLarge, "%v", err), nil
+		}
+		if ctx.Err() != nil {
+			return tr, nil, fmt.Errorf("mutating %s: %w", name, ctx.Err())
+		}
+		return tr, failure(arbiterv1alpha1.ReasonInvalidMutation, "%v", err), nil
+	}
+	updated := &unstructured.Unstructured{}
+	if err := utiljson.Unmarshal(after, &updated.Object); err != nil {
+		return tr, failure(arbiterv1alpha1.ReasonInvalidMutation, "%s: result is not an object: %v", name, err), nil
+	}
+	if updated.GetAnnotations()[arbiterv1alpha1.AppliedAnnotation] != obj.GetAnnotations()[arbiterv1alpha1.AppliedAnnotation] {
+		return tr, failure(arbiterv1alpha1.ReasonInvalidMutation, "%s: a mutation must not change the %s annotation",
+			name, arbiterv1alpha1.AppliedAnnotation), nil
+	}
+	// The write is conditional on what was read, whatever the mutation did.
+	updated.SetResourceVersion(obj.GetResourceVersion())
+	// What the operation itself wrote, for a rollback: the record is
+	// arbiter's bookkeeping, added after.
+	changes := diff(obj.Object, updated.Object)
+	recordApplied(updated, req.UID)
+
+	p.Attempts++
+	err = e.Writer.Update(ctx, updated)
+	switch {
+	case err == nil:
+		tr.ResourceVersionAfter, tr.Applied, tr.changes = updated.GetResourceVersion(), true, changes
+		return tr, nil, nil
+	case !apierrors.IsConflict(err):
+		if f := classify(err, name, "update"); f != nil {
+			return tr, f, nil
+		}
+		return tr, nil, fmt.Errorf("updating %s: %w", name, err)
+	}
+	if req.OnConflict != nil {
+		req.OnConflict()
+	}
+	if p.Conflicts++; p.Conflicts > req.Backoff.MaxRetries {
+		return tr, failure(arbiterv1alpha1.ReasonConflictRetriesExhausted,
+			"%s changed under every one of %d attempts (maxRetries %d); nothing was written", name, p.Conflicts, req.Backoff.MaxRetries), nil
+	}
+	return tr, nil, nil
 }
 
 // classify turns a permanent API error into a Failure; nil means transient.
@@ -246,9 +290,9 @@ func classify(err error, name, verb string) *Failure {
 
 // rollBack restores the targets written so far, newest first, and returns
 // the failure that ends the operation.
-func (e *Executor) rollBack(ctx context.Context, req Request, res *Result, cause *Failure) *Failure {
+func (e *Executor) rollBack(ctx context.Context, req Request, p *Progress, cause *Failure) *Failure {
 	written := 0
-	for _, tr := range res.Targets {
+	for _, tr := range p.Targets {
 		if tr.Applied {
 			written++
 		}
@@ -257,8 +301,8 @@ func (e *Executor) rollBack(ctx context.Context, req Request, res *Result, cause
 		return cause
 	}
 	var restored, stuck []string
-	for i := len(res.Targets) - 1; i >= 0; i-- {
-		tr := &res.Targets[i]
+	for i := len(p.Targets) - 1; i >= 0; i-- {
+		tr := &p.Targets[i]
 		name := fmt.Sprintf("%s %s/%s", tr.gvk.Kind, tr.key.Namespace, tr.key.Name)
 		if err := e.restore(ctx, req, tr); err != nil {
 			stuck = append(stuck, fmt.Sprintf("%s (%v)", name, err))
@@ -282,6 +326,11 @@ func (e *Executor) rollBack(ctx context.Context, req Request, res *Result, cause
 	}
 	return failure(reason, "%s", msg)
 }
+
+// rollbackBackoff paces a restore's retries after a 409. It is arbiter's,
+// not the operation's: a restore is short, rare (the target is held while
+// the operation executes) and must not wait on a user's long delays.
+var rollbackBackoff = Backoff{MaxRetries: 5, Base: 5 * time.Millisecond, Factor: 2, Max: 100 * time.Millisecond}
 
 // restore reverts the paths one target was written at, under the same
 // optimistic concurrency as the write, and only while they still hold what
@@ -307,10 +356,10 @@ func (e *Executor) restore(ctx context.Context, req Request, tr *TargetResult) e
 		if req.OnConflict != nil {
 			req.OnConflict()
 		}
-		if attempt >= req.Backoff.MaxRetries {
+		if attempt >= rollbackBackoff.MaxRetries {
 			return fmt.Errorf("changed under every one of %d attempts", attempt+1)
 		}
-		if err := sleep(ctx, req.Backoff.Delay(attempt)); err != nil {
+		if err := sleep(ctx, rollbackBackoff.Delay(attempt)); err != nil {
 			return err
 		}
 	}

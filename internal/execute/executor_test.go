@@ -64,7 +64,7 @@ func expectUntouched(t *testing.T, c client.Client) {
 
 func TestExecuteRefusesOversizedParamsWithoutWriting(t *testing.T) {
 	e, c, updates := executorOn(t, nil)
-	res, err := e.Execute(context.Background(), mergeRequest(strings.Repeat("[", MaxParamsDepth+1)+strings.Repeat("]", MaxParamsDepth+1)))
+	res, err := e.Execute(context.Background(), mergeRequest(strings.Repeat("[", MaxParamsDepth+1)+strings.Repeat("]", MaxParamsDepth+1)), &Progress{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestExecuteFailsAtOnceWhenTheTargetIsTooLargeToStore(t *testing.T) {
 	e, c, updates := executorOn(t, func() error {
 		return apierrors.NewRequestEntityTooLargeError("limit is 3145728")
 	})
-	res, err := e.Execute(context.Background(), mergeRequest(`{}`))
+	res, err := e.Execute(context.Background(), mergeRequest(`{}`), &Progress{})
 	if err != nil {
 		t.Fatalf("a target too large to store is permanent, not transient: %v", err)
 	}

@@ -1,6 +1,7 @@
 package execute
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"testing"
@@ -32,7 +33,7 @@ func FuzzMutation(f *testing.F) {
 				}
 				continue
 			}
-			out, err := m.Apply([]byte(alice), []byte(params))
+			out, err := m.Apply(context.Background(), []byte(alice), []byte(params))
 			if err != nil {
 				var merr *MutationError
 				if !errors.As(err, &merr) {

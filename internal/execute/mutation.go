@@ -5,12 +5,12 @@
 package execute
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
-	"sync"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/google/cel-go/cel"
@@ -25,6 +25,7 @@ import (
 	"k8s.io/apiserver/pkg/cel/library"
 	"k8s.io/apiserver/pkg/cel/mutation"
 	"k8s.io/apiserver/pkg/cel/mutation/dynamic"
+	"k8s.io/utils/lru"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 )
@@ -48,6 +49,26 @@ func (e *MutationError) Error() string {
 	return fmt.Sprintf("mutation of %s: %v", e.Target, e.Err)
 }
 func (e *MutationError) Unwrap() error { return e.Err }
+
+// MaxObjectBytes bounds the object a mutation may produce, and the bytes a
+// JSON Patch may copy or a CEL expression may return on the way there: the
+// API server refuses a request body past 1.5 MiB (etcd's default request
+// limit), so a larger result could never be stored, and building one would
+// only spend the manager's memory.
+const MaxObjectBytes = 3 << 19
+
+// TooLargeError is a mutation that would produce, or copy on the way, more
+// than MaxObjectBytes: the operation fails with reason MutationTooLarge.
+type TooLargeError struct {
+	// What grew too large: "the mutated object", "JSON Patch copies", ...
+	What  string
+	Bytes int64
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("%s would be %d bytes or more, over arbiter's limit of %d bytes (1.5 MiB, the API server's request limit)",
+		e.What, e.Bytes, MaxObjectBytes)
+}
 
 // ErrPreconditionFailed marks a JSON Patch `test` operation that did not hold.
 var ErrPreconditionFailed = errors.New("precondition failed")
@@ -92,20 +113,14 @@ var jsonPatchListType = cel.ListType(types.NewObjectType(mutation.JSONPatchTypeN
 
 // programs caches compiled expressions: a storm of operations carries the
 // same few expressions, and compiling one costs far more than running it.
-var programs = struct {
-	sync.Mutex
-	byExpression map[string]cel.Program
-}{byExpression: map[string]cel.Program{}}
+// The least recently used go first once programCacheSize are cached.
+var programs = lru.New(programCacheSize)
 
-// programCacheSize bounds the cache; it starts afresh when full.
 const programCacheSize = 1024
 
 func compileExpression(expr string) (cel.Program, error) {
-	programs.Lock()
-	prg, ok := programs.byExpression[expr]
-	programs.Unlock()
-	if ok {
-		return prg, nil
+	if prg, ok := programs.Get(expr); ok {
+		return prg.(cel.Program), nil
 	}
 	ast, issues := celEnv.Compile(expr)
 	if issues.Err() != nil {
@@ -118,12 +133,7 @@ func compileExpression(expr string) (cel.Program, error) {
 	if err != nil {
 		return nil, err
 	}
-	programs.Lock()
-	defer programs.Unlock()
-	if len(programs.byExpression) >= programCacheSize {
-		programs.byExpression = map[string]cel.Program{}
-	}
-	programs.byExpression[expr] = prg
+	programs.Add(expr, prg)
 	return prg, nil
 }
 
@@ -185,11 +195,17 @@ func Compile(t *arbiterv1alpha1.Target) (*Mutation, error) {
 // Apply returns the target document (JSON) with the mutation applied. params
 // is the operation's spec.params (JSON, may be nil). It never changes the
 // object's identity: apiVersion, kind, metadata.name, metadata.namespace and
-// metadata.uid.
-func (m *Mutation) Apply(object, params []byte) ([]byte, error) {
-	out, err := m.apply(object, params)
+// metadata.uid. Its work is bounded: the result, JSON Patch copies and the
+// values a CEL expression returns are at most MaxObjectBytes (a
+// *TooLargeError otherwise), CEL evaluation has the API server's cost limit
+// and stops when ctx ends.
+func (m *Mutation) Apply(ctx context.Context, object, params []byte) ([]byte, error) {
+	out, err := m.apply(ctx, object, params)
 	if err != nil {
 		return nil, &MutationError{Target: m.target, Err: err}
+	}
+	if len(out) > MaxObjectBytes {
+		return nil, &MutationError{Target: m.target, Err: &TooLargeError{What: "the mutated object", Bytes: int64(len(out))}}
 	}
 	// The result must be an object Kubernetes can decode (a merge patch can
 	// carry a number no float holds, say).
@@ -203,14 +219,16 @@ func (m *Mutation) Apply(object, params []byte) ([]byte, error) {
 	return out, nil
 }
 
-func (m *Mutation) apply(object, params []byte) ([]byte, error) {
+func (m *Mutation) apply(ctx context.Context, object, params []byte) ([]byte, error) {
 	switch {
 	case m.jsonPatch != nil:
 		return applyJSONPatch(m.jsonPatch, object)
 	case m.mergePatch != nil:
+		// The result is at most the object and the patch together, both
+		// bounded by what the API server stores.
 		return jsonpatch.MergePatch(object, m.mergePatch)
 	default:
-		patch, err := m.evaluate(object, params)
+		patch, err := m.evaluate(ctx, object, params)
 		if err != nil {
 			return nil, err
 		}
@@ -221,16 +239,23 @@ func (m *Mutation) apply(object, params []byte) ([]byte, error) {
 func applyJSONPatch(patch jsonpatch.Patch, object []byte) ([]byte, error) {
 	opts := jsonpatch.NewApplyOptions()
 	opts.SupportNegativeIndices = false
+	// Each copy doubles what it copies at most, so thirty copies of a path
+	// into itself would ask for gigabytes: the copies are bounded together.
+	opts.AccumulatedCopySizeLimit = MaxObjectBytes
 	out, err := patch.ApplyWithOptions(object, opts)
-	if errors.Is(err, jsonpatch.ErrTestFailed) {
+	var tooMuch *jsonpatch.AccumulatedCopySizeError
+	switch {
+	case errors.Is(err, jsonpatch.ErrTestFailed):
 		return nil, fmt.Errorf("%w: %v", ErrPreconditionFailed, err)
+	case errors.As(err, &tooMuch):
+		return nil, &TooLargeError{What: "the values JSON Patch copy operations copy", Bytes: MaxObjectBytes + 1}
 	}
 	return out, err
 }
 
 // evaluate runs the CEL expression and converts its JSONPatch list into an
 // RFC 6902 patch, as the API server does for a MutatingAdmissionPolicy.
-func (m *Mutation) evaluate(object, params []byte) (jsonpatch.Patch, error) {
+func (m *Mutation) evaluate(ctx context.Context, object, params []byte) (jsonpatch.Patch, error) {
 	vars := map[string]any{objectVar: map[string]any{}, paramsVar: map[string]any{}}
 	for name, raw := range map[string][]byte{objectVar: object, paramsVar: params} {
 		if len(raw) == 0 {
@@ -244,7 +269,7 @@ func (m *Mutation) evaluate(object, params []byte) (jsonpatch.Patch, error) {
 		}
 		vars[name] = v
 	}
-	val, _, err := m.program.Eval(vars)
+	val, _, err := m.program.ContextEval(ctx, vars)
 	if err != nil {
 		return nil, fmt.Errorf("expression: %w", err)
 	}
@@ -253,6 +278,9 @@ func (m *Mutation) evaluate(object, params []byte) (jsonpatch.Patch, error) {
 		return nil, fmt.Errorf("expression: returned %s, not a list of JSONPatch", val.Type())
 	}
 	var patch jsonpatch.Patch
+	// The values are bounded together: one expression may return the same
+	// large field in thousands of operations.
+	var valueBytes int64
 	for it := list.Iterator(); it.HasNext() == types.True; {
 		native, err := it.Next().ConvertToNative(reflect.TypeFor[*mutation.JSONPatchVal]())
 		if err != nil {
@@ -279,6 +307,9 @@ func (m *Mutation) evaluate(object, params []byte) (jsonpatch.Patch, error) {
 			b, err := json.Marshal(pb)
 			if err != nil {
 				return nil, fmt.Errorf("expression: value of %s at %s is not JSON: %w", p.Op, p.Path, err)
+			}
+			if valueBytes += int64(len(b)); valueBytes > MaxObjectBytes {
+				return nil, &TooLargeError{What: "the values the expression returns", Bytes: valueBytes}
 			}
 			op["value"] = rawJSON(string(b))
 		}

@@ -1,6 +1,7 @@
 package execute
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,7 +57,7 @@ func compileAndApply(t *testing.T, target *arbiterv1alpha1.Target, params string
 	if params != "" {
 		p = []byte(params)
 	}
-	return m.Apply([]byte(alice), p)
+	return m.Apply(context.Background(), []byte(alice), p)
 }
 
 func TestApplyProducesTheMutatedTarget(t *testing.T) {

@@ -28,6 +28,9 @@ type Verdict struct {
 	BatchSize int
 	// StagedAt is when the operation was first offered: its place in the order.
 	StagedAt time.Time
+	// Priority is the effective priority the operation contends with: the
+	// one it was first offered with.
+	Priority int32
 }
 
 type memberState int
@@ -64,11 +67,26 @@ type Arbiter struct {
 	mu      sync.Mutex
 	targets map[Key]*target
 	members map[string]*member
+	changed chan struct{}
 }
 
 // NewArbiter returns an empty arbiter.
 func NewArbiter() *Arbiter {
-	return &Arbiter{targets: map[Key]*target{}, members: map[string]*member{}}
+	return &Arbiter{targets: map[Key]*target{}, members: map[string]*member{}, changed: make(chan struct{}, 1)}
+}
+
+// Changed receives after every change that can make a decision due sooner
+// (an operation offered, settled, released or forgotten): the loop that
+// calls Tick waits on it, so no caller has to remember to wake it.
+func (a *Arbiter) Changed() <-chan struct{} { return a.changed }
+
+// signal tells the loop something changed; a signal already waiting covers
+// this one.
+func (a *Arbiter) signal() {
+	select {
+	case a.changed <- struct{}{}:
+	default:
+	}
 }
 
 func (a *Arbiter) target(k Key) *target {
@@ -87,6 +105,7 @@ func (a *Arbiter) target(k Key) *target {
 func (a *Arbiter) Offer(c Contender, window time.Duration, now time.Time) Verdict {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	defer a.signal()
 	if m, ok := a.members[c.ID]; ok && m.c.UID != c.UID {
 		// A new operation under the name of one that was deleted.
 		a.forget(m)
@@ -99,7 +118,7 @@ func (a *Arbiter) Offer(c Contender, window time.Duration, now time.Time) Verdic
 		case m.state == holding:
 			v = Verdict{Kind: Win}
 		}
-		v.StagedAt = m.c.StagedAt
+		v.StagedAt, v.Priority = m.c.StagedAt, m.c.Priority
 		return v
 	}
 	a.members[c.ID] = &member{c: c, state: pending}
@@ -110,13 +129,14 @@ func (a *Arbiter) Offer(c Contender, window time.Duration, now time.Time) Verdic
 		}
 		t.pending[c.ID] = true
 	}
-	return Verdict{Kind: Wait, StagedAt: c.StagedAt}
+	return Verdict{Kind: Wait, StagedAt: c.StagedAt, Priority: c.Priority}
 }
 
 // Requeue registers an operation that was already Queued (after a restart).
 func (a *Arbiter) Requeue(c Contender) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	defer a.signal()
 	if _, ok := a.members[c.ID]; ok {
 		return
 	}
@@ -133,6 +153,7 @@ func (a *Arbiter) Requeue(c Contender) {
 func (a *Arbiter) Hold(c Contender, started time.Time, grace time.Duration) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	defer a.signal()
 	m, ok := a.members[c.ID]
 	if ok && m.c.UID != c.UID {
 		a.forget(m)
@@ -174,6 +195,7 @@ func (a *Arbiter) Started(id string, started time.Time, grace time.Duration) {
 func (a *Arbiter) Settle(id string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	defer a.signal()
 	m, ok := a.members[id]
 	if !ok || m.verdict == nil {
 		return
@@ -191,6 +213,7 @@ func (a *Arbiter) Settle(id string) {
 func (a *Arbiter) Forget(id string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	defer a.signal()
 	if m, ok := a.members[id]; ok {
 		a.forget(m)
 	}
@@ -201,6 +224,7 @@ func (a *Arbiter) Forget(id string) {
 func (a *Arbiter) ForgetUID(id, uid string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	defer a.signal()
 	if m, ok := a.members[id]; ok && m.c.UID == uid {
 		a.forget(m)
 	}
@@ -256,16 +280,21 @@ func (a *Arbiter) Tick(now time.Time) (changed []string, next time.Time) {
 			due[k] = true
 		}
 	}
-	// A contender can be decided only when all its targets are due; until
-	// then, the batches it belongs to wait for it.
+	// A contender is decided only when all its targets are due. While one
+	// of its other batches is still open, the batches it belongs to wait for
+	// it (a window is short and bounded). But one that waits on a busy
+	// target sits this decision out instead of holding up the batches of
+	// its other targets: an execution can take as long as its timeout, and
+	// nothing else should wait that long behind it.
 	for changedDue := true; changedDue; {
 		changedDue = false
 		for k := range due {
 			for id := range a.contenderIDs(k) {
 				for _, other := range a.members[id].c.Targets {
-					if !due[other] {
+					if !due[other] && a.targets[other].holder == "" {
 						delete(due, k)
 						changedDue = true
+						break
 					}
 				}
 				if !due[k] {
@@ -274,14 +303,16 @@ func (a *Arbiter) Tick(now time.Time) (changed []string, next time.Time) {
 			}
 		}
 	}
-
 	var cs []Contender
 	seen := map[string]bool{}
 	for k := range due {
 		for id := range a.contenderIDs(k) {
-			if !seen[id] {
-				seen[id] = true
-				cs = append(cs, a.members[id].c)
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			if c := a.members[id].c; allDue(due, c.Targets) {
+				cs = append(cs, c)
 			}
 		}
 	}
@@ -326,7 +357,10 @@ func (a *Arbiter) Tick(now time.Time) (changed []string, next time.Time) {
 		}
 	}
 
-	next = a.preempt(now)
+	preempted, next := a.preempt(now)
+	// A preempted holder is told at once: it may be backing off, with
+	// nothing to wake it until then.
+	changed = append(changed, preempted...)
 	for _, t := range a.targets {
 		if !t.deadline.IsZero() && now.Before(t.deadline) && (next.IsZero() || t.deadline.Before(next)) {
 			next = t.deadline
@@ -335,9 +369,9 @@ func (a *Arbiter) Tick(now time.Time) (changed []string, next time.Time) {
 	return changed, next
 }
 
-// preempt marks holders to preempt at now and returns when the next grace
-// period that matters ends.
-func (a *Arbiter) preempt(now time.Time) (next time.Time) {
+// preempt marks holders to preempt at now, returns them, and when the next
+// grace period that matters ends.
+func (a *Arbiter) preempt(now time.Time) (marked []string, next time.Time) {
 	for _, t := range a.targets {
 		if t.holder == "" || now.Before(t.deadline) {
 			continue
@@ -363,8 +397,18 @@ func (a *Arbiter) preempt(now time.Time) (next time.Time) {
 			continue
 		}
 		h.preempt = best.ID
+		marked = append(marked, h.c.ID)
 	}
-	return next
+	return marked, next
+}
+
+func allDue(due map[Key]bool, keys []Key) bool {
+	for _, k := range keys {
+		if !due[k] {
+			return false
+		}
+	}
+	return true
 }
 
 // contenderIDs are the operations contending for a target: pending and queued.

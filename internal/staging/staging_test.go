@@ -272,3 +272,28 @@ func TestArbiterForgetsOnlyTheSameInstance(t *testing.T) {
 	a.Tick(t0.Add(window))
 	expect(t, verdicts(a, t0.Add(window), b), map[string]string{"b": "Win"})
 }
+
+func TestArbiterDoesNotBlockABatchBehindABusyTargetOfAMultiTargetContender(t *testing.T) {
+	a := NewArbiter()
+	// bob is held by a long execution.
+	if !a.Hold(op("long", 5, 0, bob), t0, time.Second) {
+		t.Fatal("Hold refused a free target")
+	}
+	both := op("both", 8, 0, alice, bob)
+	onAlice := op("alice-only", 2, 10*time.Millisecond, alice)
+	a.Offer(both, window, t0)
+	a.Offer(onAlice, window, t0.Add(10*time.Millisecond))
+
+	// alice's batch is decided without the contender that waits on bob.
+	a.Tick(t0.Add(window))
+	expect(t, verdicts(a, t0, onAlice), map[string]string{"alice-only": "Win"})
+	if v := a.Offer(both, window, t0.Add(window)); v.Kind != Wait {
+		t.Fatalf("both = %v, want it still waiting for bob", v.Kind)
+	}
+
+	// Once alice and bob are both free, it contends for them together.
+	a.Forget("alice-only")
+	a.Forget("long")
+	a.Tick(t0.Add(2 * window))
+	expect(t, verdicts(a, t0, both), map[string]string{"both": "Win"})
+}

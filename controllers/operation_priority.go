@@ -1,0 +1,64 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+)
+
+// parentCycleError is a parentRef chain that leads back to itself.
+type parentCycleError struct{ chain []string }
+
+func (e *parentCycleError) Error() string {
+	return fmt.Sprintf("spec.parentRef forms a cycle: %v", e.chain)
+}
+
+// effectivePriority is the maximum of the operation's priority and its
+// parents' along the parentRef chain, as far as each parent may lend it:
+// only a parent of the same requester that has not finished does. Anyone
+// may name any operation of the namespace as parent, so without that rule
+// a user could borrow another user's priority, or an old high-priority
+// operation's, past an admission policy that reserves high priorities. The
+// note says why the chain stopped early, for the Staged condition.
+func (r *OperationReconciler) effectivePriority(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (priority int32, note string, err error) {
+	priority = op.Spec.Priority
+	chain := []string{op.Name}
+	seen := map[string]bool{op.Name: true}
+	for cur := op; cur.Spec.ParentRef != nil; {
+		name := cur.Spec.ParentRef.Name
+		chain = append(chain, name)
+		if seen[name] {
+			return 0, "", &parentCycleError{chain: chain}
+		}
+		seen[name] = true
+		parent := &arbiterv1alpha1.ConflictResolutionOperation{}
+		if err := r.Client.Get(ctx, types.NamespacedName{Namespace: op.Namespace, Name: name}, parent); err != nil {
+			if apierrors.IsNotFound(err) {
+				return priority, fmt.Sprintf("parentRef %s not found, so it lends no priority", name), nil
+			}
+			return 0, "", fmt.Errorf("reading parent %s: %w", name, err)
+		}
+		if why := whyNotLending(op, parent); why != "" {
+			return priority, fmt.Sprintf("parentRef %s lends no priority: %s", name, why), nil
+		}
+		priority = max(priority, parent.Spec.Priority)
+		cur = parent
+	}
+	return priority, "", nil
+}
+
+// whyNotLending says why parent may not lend its priority to op, or "".
+func whyNotLending(op, parent *arbiterv1alpha1.ConflictResolutionOperation) string {
+	mine, theirs := op.Spec.RequestedBy, parent.Spec.RequestedBy
+	switch {
+	case mine == nil || theirs == nil || mine.Username != theirs.Username || mine.UID != theirs.UID:
+		return "it was requested by someone else"
+	case parent.Status.Phase.IsTerminal():
+		return fmt.Sprintf("it has finished (%s)", parent.Status.Phase)
+	}
+	return ""
+}

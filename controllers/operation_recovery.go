@@ -1,0 +1,171 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/internal/execute"
+)
+
+// Start recovers what a previous manager left in flight (executing operations
+// first, then queued ones), then runs the arbiter loop until ctx ends: it
+// decides batches as their windows close and wakes the operations whose
+// verdict changed.
+func (r *OperationReconciler) Start(ctx context.Context) error {
+	log := ctrl.LoggerFrom(ctx).WithName("arbiter")
+	if err := r.recover(ctx); err != nil {
+		return fmt.Errorf("recovering operations: %w", err)
+	}
+	r.ready.Store(true)
+	log.Info("Arbiter ready")
+
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		changed, next := r.Arbiter.Tick(r.now())
+		for _, id := range changed {
+			ns, name, _ := strings.Cut(id, "/")
+			op := &arbiterv1alpha1.ConflictResolutionOperation{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+			select {
+			case r.verdicts <- event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]{Object: op}:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(next.Sub(r.now()), 0)
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.Arbiter.Changed():
+		case <-timer.C:
+		}
+	}
+}
+
+// recover registers executing operations as holders of their targets and
+// queued ones in their queues, before any new operation is staged, so that
+// nothing is applied twice or overtaken after a restart.
+func (r *OperationReconciler) recover(ctx context.Context) error {
+	// Read in pages: among tens of thousands of zombies, one list would hold
+	// them all, untrimmed, in memory at once.
+	for page := ""; ; {
+		var list arbiterv1alpha1.ConflictResolutionOperationList
+		err := r.APIReader.List(ctx, &list, client.Limit(recoverPageSize), client.Continue(page))
+		if apierrors.IsResourceExpired(err) && page != "" {
+			// The snapshot was compacted away mid-read: read again from the
+			// start; holding and requeueing again is harmless.
+			page = ""
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for i := range list.Items {
+			op := &list.Items[i]
+			c := contender(op, op.Status.EffectivePriority, r.stagedAt(op))
+			switch op.Status.Phase {
+			case arbiterv1alpha1.PhaseExecuting:
+				// Its grace period starts anew: a recovered execution resumes now,
+				// and must not be preempted at once for the time the manager was down.
+				r.Arbiter.Hold(c, r.now(), op.Spec.GracePeriodOrDefault())
+			case arbiterv1alpha1.PhaseQueued:
+				r.Arbiter.Requeue(c)
+			}
+		}
+		if page = list.Continue; page == "" {
+			return nil
+		}
+	}
+}
+
+// recoverPageSize is how many operations recovery reads per request.
+const recoverPageSize = 500
+
+// finishedSet remembers operations this manager just finished, so that a
+// reconcile of a cached copy older than the terminal status write does not
+// stage or execute them again. Entries expire after finishedMemory, by which
+// time the cache has long caught up.
+type finishedSet struct {
+	mu  sync.Mutex
+	at  map[types.UID]time.Time
+	gen int
+}
+
+const finishedMemory = 2 * time.Minute
+
+func (f *finishedSet) add(uid types.UID, now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.at == nil {
+		f.at = map[types.UID]time.Time{}
+	}
+	f.at[uid] = now
+	if f.gen++; f.gen%1024 == 0 {
+		for u, t := range f.at {
+			if now.Sub(t) > finishedMemory {
+				delete(f.at, u)
+			}
+		}
+	}
+}
+
+func (f *finishedSet) has(uid types.UID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.at[uid]
+	return ok
+}
+
+// executions keeps each executing operation's progress between reconciles:
+// a backoff, a transient error or a failed status write goes on where it
+// stopped, and knows what to roll back. It holds only operations that
+// execute, each holding its targets, so it is bounded by the targets in
+// flight.
+type executions struct {
+	mu sync.Mutex
+	by map[types.NamespacedName]*execution
+}
+
+type execution struct {
+	uid      types.UID
+	progress execute.Progress
+}
+
+// of returns op's progress, new when op has none or a predecessor under the
+// same name had one.
+func (e *executions) of(op *arbiterv1alpha1.ConflictResolutionOperation) *execute.Progress {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.by == nil {
+		e.by = map[types.NamespacedName]*execution{}
+	}
+	key := client.ObjectKeyFromObject(op)
+	x, ok := e.by[key]
+	if !ok || x.uid != op.UID {
+		x = &execution{uid: op.UID}
+		e.by[key] = x
+	}
+	return &x.progress
+}
+
+// drop forgets the progress of the operation named key.
+func (e *executions) drop(key types.NamespacedName) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.by, key)
+}

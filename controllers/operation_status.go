@@ -1,0 +1,113 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/internal/execute"
+)
+
+// The status transitions of an operation, as pure functions over the
+// object: the reconciler decides which one applies and writes it once.
+
+// staged is what arbitration decided about an operation, recorded by every
+// transition out of staging.
+type staged struct {
+	priority int32
+	at       time.Time
+	// note says why a parentRef lent no priority, when it did not.
+	note string
+}
+
+// markQueued records an operation that lost a Queue batch to winner.
+func markQueued(op *arbiterv1alpha1.ConflictResolutionOperation, st staged, winner string) {
+	s := &op.Status
+	s.Phase, s.Reason, s.Winner = arbiterv1alpha1.PhaseQueued, arbiterv1alpha1.ReasonQueued, winner
+	s.EffectivePriority, s.StagedAt = st.priority, micro(st.at)
+	s.Message = fmt.Sprintf("Queued behind %s; it runs when the target is free, in priority order", winner)
+	setStaged(op, st.note)
+}
+
+// markExecuting records an operation that won its batch of batchSize, from now.
+func markExecuting(op *arbiterv1alpha1.ConflictResolutionOperation, st staged, batchSize int, now time.Time) {
+	s := &op.Status
+	started := metav1.NewMicroTime(now)
+	s.Phase, s.Reason, s.Winner = arbiterv1alpha1.PhaseExecuting, arbiterv1alpha1.ReasonStaged, ""
+	s.EffectivePriority, s.StagedAt, s.StartedAt = st.priority, micro(st.at), &started
+	s.Message = fmt.Sprintf("Won staging among %d operations; applying", max(batchSize, 1))
+	setStaged(op, st.note)
+}
+
+// markRejected records an operation that lost a batch to winner.
+// Its terminal phase is written with it, by markFinished.
+func markRejected(op *arbiterv1alpha1.ConflictResolutionOperation, st staged, winner string) {
+	s := &op.Status
+	s.Winner, s.EffectivePriority, s.StagedAt = winner, st.priority, micro(st.at)
+	setStaged(op, st.note)
+}
+
+// markFinished records a terminal phase, with its condition, at now.
+func markFinished(op *arbiterv1alpha1.ConflictResolutionOperation, phase arbiterv1alpha1.OperationPhase, reason, message string, now time.Time) {
+	s := &op.Status
+	completed := metav1.NewMicroTime(now)
+	s.Phase, s.Reason, s.Message, s.CompletedAt = phase, reason, message, &completed
+	condType := map[arbiterv1alpha1.OperationPhase]string{
+		arbiterv1alpha1.PhaseSucceeded: arbiterv1alpha1.OperationSucceeded,
+		arbiterv1alpha1.PhaseRejected:  arbiterv1alpha1.OperationRejected,
+		arbiterv1alpha1.PhaseFailed:    arbiterv1alpha1.OperationFailed,
+	}[phase]
+	if condType != "" {
+		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: condType, Status: metav1.ConditionTrue,
+			Reason: reason, Message: message, ObservedGeneration: op.Generation})
+	}
+	s.ObservedGeneration = op.Generation
+}
+
+// recordTargets records what an execution did on each target.
+func recordTargets(op *arbiterv1alpha1.ConflictResolutionOperation, res execute.Result) {
+	s := &op.Status
+	s.Attempts += res.Attempts
+	s.Targets = make([]arbiterv1alpha1.TargetStatus, 0, len(op.Spec.Targets))
+	for i, t := range op.Spec.Targets {
+		ts := arbiterv1alpha1.TargetStatus{APIVersion: t.APIVersion, Kind: t.Kind, Name: t.Name}
+		if i < len(res.Targets) {
+			tr := res.Targets[i]
+			ts.ResourceVersionBefore, ts.ResourceVersionAfter, ts.Applied = tr.ResourceVersionBefore, tr.ResourceVersionAfter, tr.Applied
+		}
+		s.Targets = append(s.Targets, ts)
+	}
+}
+
+// setStaged sets the Staged condition, with the note on parentRef if any.
+func setStaged(op *arbiterv1alpha1.ConflictResolutionOperation, note string) {
+	msg := fmt.Sprintf("Staged with effective priority %d", op.Status.EffectivePriority)
+	if note != "" {
+		msg += "; " + note
+	}
+	meta.SetStatusCondition(&op.Status.Conditions, metav1.Condition{Type: arbiterv1alpha1.OperationStaged, Status: metav1.ConditionTrue,
+		Reason: arbiterv1alpha1.ReasonStaged, Message: msg, ObservedGeneration: op.Generation})
+}
+
+// patchStatus applies mutate to op's status and writes it in one merge
+// patch carrying the resourceVersion op was read at: a decision made on a
+// stale copy meets a 409 instead of overwriting a newer outcome.
+func (r *OperationReconciler) patchStatus(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation,
+	mutate func(*arbiterv1alpha1.ConflictResolutionOperation)) error {
+	orig := op.DeepCopy()
+	mutate(op)
+	return r.Client.Status().Patch(ctx, op, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+}
+
+func micro(t time.Time) *metav1.MicroTime {
+	if t.IsZero() {
+		return nil
+	}
+	m := metav1.NewMicroTime(t)
+	return &m
+}

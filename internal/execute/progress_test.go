@@ -1,0 +1,296 @@
+package execute
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+)
+
+// fakeTargets is a fake API holding the given ConfigMaps in namespace
+// default; conflict, when set, answers an update of a ConfigMap with a 409
+// while it returns true.
+type fakeTargets struct {
+	client.Client
+	updates  int
+	conflict func(name string) bool
+	refuse   func(name string) error
+}
+
+func newFakeTargets(t *testing.T, cms ...*corev1.ConfigMap) *fakeTargets {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeTargets{}
+	objs := make([]client.Object, len(cms))
+	for i, cm := range cms {
+		cm.Namespace = "default"
+		objs[i] = cm
+	}
+	f.Client = fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
+		WithInterceptorFuncs(interceptor.Funcs{Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			f.updates++
+			if f.conflict != nil && f.conflict(obj.GetName()) {
+				return apierrors.NewConflict(schema.GroupResource{Resource: "configmaps"}, obj.GetName(), errors.New("changed"))
+			}
+			if f.refuse != nil {
+				if err := f.refuse(obj.GetName()); err != nil {
+					return err
+				}
+			}
+			return c.Update(ctx, obj, opts...)
+		}}).Build()
+	return f
+}
+
+func (f *fakeTargets) configMap(t *testing.T, name string) *corev1.ConfigMap {
+	t.Helper()
+	cm := &corev1.ConfigMap{}
+	if err := f.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: name}, cm); err != nil {
+		t.Fatal(err)
+	}
+	return cm
+}
+
+func cm(name string, data map[string]string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: data}
+}
+
+func patchTarget(name string, ops ...arbiterv1alpha1.JSONPatchOperation) arbiterv1alpha1.Target {
+	return arbiterv1alpha1.Target{APIVersion: "v1", Kind: "ConfigMap", Name: name, JSONPatch: ops}
+}
+
+func replaceData(key, value string) arbiterv1alpha1.JSONPatchOperation {
+	return arbiterv1alpha1.JSONPatchOperation{Op: arbiterv1alpha1.JSONPatchOpReplace, Path: "/data/" + key, Value: raw(fmt.Sprintf("%q", value))}
+}
+
+func requestFor(targets ...arbiterv1alpha1.Target) Request {
+	return Request{UID: "uid-1", Namespace: "default", Targets: targets,
+		Backoff: Backoff{MaxRetries: 3, Base: time.Hour, Factor: 1, Max: time.Hour},
+		Stop:    func() *Failure { return nil }}
+}
+
+func TestExecuteBacksOffWithoutWaitingAndGoesOnWhereItStopped(t *testing.T) {
+	conflicts := 2
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
+	f.conflict = func(name string) bool {
+		if name == "b" && conflicts > 0 {
+			conflicts--
+			return true
+		}
+		return false
+	}
+	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
+	e := &Executor{Reader: f, Writer: f, Clock: clk}
+	req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
+	var p Progress
+
+	// An hour's backoff returns at once: nothing sleeps in the caller.
+	res, err := e.Execute(context.Background(), req, &p)
+	if err != nil || res.Failure != nil {
+		t.Fatalf("Execute = %v, %v", res.Failure, err)
+	}
+	if res.Done() || !res.RetryAt.After(clk.Now()) {
+		t.Fatalf("RetryAt = %v, want a time after %v", res.RetryAt, clk.Now())
+	}
+	if len(p.Targets) != 1 || p.Conflicts != 1 {
+		t.Fatalf("progress = %d targets, %d conflicts; want a written, 1 conflict on b", len(p.Targets), p.Conflicts)
+	}
+	// Called again before the backoff ends: no write.
+	updates := f.updates
+	if res, err = e.Execute(context.Background(), req, &p); err != nil || res.Done() || f.updates != updates {
+		t.Fatalf("early call: done %v, err %v, %d new updates; want none", res.Done(), err, f.updates-updates)
+	}
+	for !res.Done() {
+		clk.SetTime(res.RetryAt)
+		if res, err = e.Execute(context.Background(), req, &p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res.Failure != nil || len(res.Targets) != 2 {
+		t.Fatalf("Failure = %v, %d targets; want both applied", res.Failure, len(res.Targets))
+	}
+	// a was written once, b three times (two 409s, then the write).
+	if res.Attempts != 4 || f.updates != 4 {
+		t.Fatalf("attempts %d, updates %d; want 4 and 4", res.Attempts, f.updates)
+	}
+	if f.configMap(t, "a").Data["k"] != "2" || f.configMap(t, "b").Data["k"] != "2" {
+		t.Fatal("a target was not written")
+	}
+}
+
+func TestExecuteEndsConflictRetriesExhaustedAndRollsBack(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
+	f.conflict = func(name string) bool { return name == "b" }
+	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
+	e := &Executor{Reader: f, Writer: f, Clock: clk}
+	req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
+	var p Progress
+	res, err := e.Execute(context.Background(), req, &p)
+	for ; err == nil && !res.Done(); res, err = e.Execute(context.Background(), req, &p) {
+		clk.SetTime(res.RetryAt)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonRollbackFailed && res.Failure.Reason != arbiterv1alpha1.ReasonRolledBack {
+		t.Fatalf("Failure = %v, want a rollback", res.Failure)
+	}
+	if !strings.Contains(res.Failure.Message, "4 attempts (maxRetries 3)") {
+		t.Fatalf("message %q does not count the attempts", res.Failure.Message)
+	}
+	if got := f.configMap(t, "a"); got.Data["k"] != "1" || got.Annotations[arbiterv1alpha1.AppliedAnnotation] != "" {
+		t.Fatalf("a not restored: %v %v", got.Data, got.Annotations)
+	}
+}
+
+func TestExecuteStopsDuringBackoffAndRollsBack(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
+	f.conflict = func(name string) bool { return name == "b" }
+	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
+	e := &Executor{Reader: f, Writer: f, Clock: clk}
+	req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
+	var p Progress
+	if res, err := e.Execute(context.Background(), req, &p); err != nil || res.Done() {
+		t.Fatalf("want a backoff, got done %v, err %v", res.Done(), err)
+	}
+	// Preempted in the middle of the backoff: the call ends it at once.
+	req.Stop = func() *Failure { return &Failure{Reason: arbiterv1alpha1.ReasonPreempted, Message: "Preempted by x"} }
+	res, err := e.Execute(context.Background(), req, &p)
+	if err != nil || !res.Done() {
+		t.Fatalf("done %v, err %v", res.Done(), err)
+	}
+	if res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonPreempted || !strings.Contains(res.Failure.Message, "rolled back ConfigMap default/a") {
+		t.Fatalf("Failure = %v, want Preempted with a rolled back", res.Failure)
+	}
+	if f.configMap(t, "a").Data["k"] != "1" {
+		t.Fatal("a not restored")
+	}
+}
+
+func TestExecuteFindsWhatLandedBeforeItAsksWhetherToStop(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
+	e := &Executor{Reader: f, Writer: f}
+	req := requestFor(patchTarget("a", replaceData("k", "2")))
+	if res, err := e.Execute(context.Background(), req, &Progress{}); err != nil || res.Failure != nil {
+		t.Fatalf("first run: %v, %v", res.Failure, err)
+	}
+	// A re-run after the status write failed, by now past the timeout: the
+	// write landed, so the operation is applied, not timed out.
+	req.Stop = func() *Failure { return &Failure{Reason: arbiterv1alpha1.ReasonTimeout, Message: "timed out"} }
+	res, err := e.Execute(context.Background(), req, &Progress{})
+	if err != nil || res.Failure != nil || len(res.Targets) != 1 || !res.Targets[0].Recovered {
+		t.Fatalf("re-run: failure %v, err %v, targets %+v; want applied, recovered", res.Failure, err, res.Targets)
+	}
+	if f.updates != 1 {
+		t.Fatalf("%d updates, want 1", f.updates)
+	}
+}
+
+func TestExecuteRollsBackAMutationThatCreatedTheAnnotations(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
+	f.refuse = func(name string) error {
+		if name == "b" {
+			return apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, name, nil)
+		}
+		return nil
+	}
+	e := &Executor{Reader: f, Writer: f}
+	req := requestFor(
+		patchTarget("a", arbiterv1alpha1.JSONPatchOperation{Op: arbiterv1alpha1.JSONPatchOpAdd, Path: "/metadata/annotations", Value: raw(`{"team":"payments"}`)}),
+		patchTarget("b", replaceData("k", "2")))
+	res, err := e.Execute(context.Background(), req, &Progress{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonRolledBack {
+		t.Fatalf("Failure = %v, want RolledBack", res.Failure)
+	}
+	if a := f.configMap(t, "a"); len(a.Annotations) != 0 {
+		t.Fatalf("a keeps annotations %v after the rollback", a.Annotations)
+	}
+}
+
+func TestExecuteFailsACopyBombWithoutWriting(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": strings.Repeat("x", 1024)}))
+	e := &Executor{Reader: f, Writer: f}
+	var ops []arbiterv1alpha1.JSONPatchOperation
+	for i := range 30 {
+		// Each copy doubles /data: 2^30 KiB if nothing bounds it.
+		ops = append(ops, arbiterv1alpha1.JSONPatchOperation{Op: arbiterv1alpha1.JSONPatchOpCopy, From: "/data", Path: fmt.Sprintf("/data/c%d", i)})
+	}
+	res, err := e.Execute(context.Background(), requestFor(patchTarget("a", ops...)), &Progress{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonMutationTooLarge || !strings.Contains(res.Failure.Message, "1.5 MiB") {
+		t.Fatalf("Failure = %v, want MutationTooLarge naming the 1.5 MiB bound", res.Failure)
+	}
+	if f.updates != 0 {
+		t.Fatalf("%d updates, want none", f.updates)
+	}
+}
+
+func TestMutationsAreBounded(t *testing.T) {
+	big := strings.Repeat("x", 600<<10)
+	object, _ := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": "a", "namespace": "default"}, "data": map[string]any{"big": big}})
+	var copies []arbiterv1alpha1.JSONPatchOperation
+	for i := range 3 {
+		copies = append(copies, arbiterv1alpha1.JSONPatchOperation{Op: arbiterv1alpha1.JSONPatchOpCopy, From: "/data/big", Path: fmt.Sprintf("/data/c%d", i)})
+	}
+	for name, target := range map[string]arbiterv1alpha1.Target{
+		"JSON Patch copies":    patchTarget("a", copies...),
+		"a CEL list of values": {APIVersion: "v1", Kind: "ConfigMap", Name: "a", Expression: `[1, 2, 3].map(i, JSONPatch{op: "add", path: "/data/c" + string(i), value: object.data.big})`},
+		"a merge patch result": {APIVersion: "v1", Kind: "ConfigMap", Name: "a", MergePatch: raw(fmt.Sprintf(`{"data":{"c1":%q,"c2":%q}}`, big, big))},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m, err := Compile(&target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = m.Apply(context.Background(), object, nil)
+			var tooLarge *TooLargeError
+			if !errors.As(err, &tooLarge) {
+				t.Fatalf("Apply = %v, want a TooLargeError", err)
+			}
+		})
+	}
+}
+
+func TestCELEvaluationStopsWithItsContext(t *testing.T) {
+	target := arbiterv1alpha1.Target{APIVersion: "v1", Kind: "ConfigMap", Name: "a",
+		Expression: strings.ReplaceAll(`[JSONPatch{op: "add", path: "/data/n", value: string(L.map(i, L.map(j, L.map(k, i * j * k))).size())}]`,
+			"L", "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]")}
+	m, err := Compile(&target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	object := []byte(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"},"data":{}}`)
+	if _, err := m.Apply(context.Background(), object, nil); err != nil {
+		t.Fatalf("the expression fails on its own: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := m.Apply(ctx, object, nil); err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("Apply under a cancelled context = %v, want it interrupted", err)
+	}
+}
