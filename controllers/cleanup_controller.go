@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/lru"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -56,7 +57,18 @@ type CleanupReconciler struct {
 
 	mu       sync.Mutex
 	trackers map[types.NamespacedName]*policyTracker
-	met      chan metTargets
+	// tickets are the deletion tokens reserved for zombies that wait for
+	// their policy's rate limit, by zombie.
+	tickets map[types.NamespacedName]ticket
+	// met records, by zombie, when lazy cleanup met it due; bounded: a
+	// record lost is a zombie removed at its next meeting instead.
+	met *lru.Cache
+	// reported remembers the zombies a dryRun policy reported, so that each
+	// is counted once; bounded, and forgotten as they go.
+	reported *lru.Cache
+	// meetings carries the operations arbiter meets, to the zombie
+	// controller's queue.
+	meetings chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]
 	// reportsDue carries policies whose report a failed or dry-run removal
 	// changed: no operation event follows those to refresh it.
 	reportsDue chan event.TypedGenericEvent[*arbiterv1alpha1.CleanupPolicy]
@@ -71,7 +83,6 @@ type policyTracker struct {
 	latencies cleanup.Latencies
 	cleaned   int64
 	failed    int64
-	reported  map[types.UID]bool
 	// reportCost is how long the last report took to read and judge the
 	// namespace's finished operations; it spaces the next refresh.
 	reportCost time.Duration
@@ -79,23 +90,39 @@ type policyTracker struct {
 
 // NewCleanupReconciler wires the cleanup controller to a manager.
 func NewCleanupReconciler(mgr ctrl.Manager, workers int, defaultStrategy string) *CleanupReconciler {
+	return newCleanupReconciler(mgr.GetClient(), mgr.GetEventRecorder("arbiter-cleanup"), workers, defaultStrategy)
+}
+
+func newCleanupReconciler(c client.Client, rec recorder.EventRecorder, workers int, defaultStrategy string) *CleanupReconciler {
 	return &CleanupReconciler{
-		Client:          mgr.GetClient(),
-		Recorder:        mgr.GetEventRecorder("arbiter-cleanup"),
+		Client:          c,
+		Recorder:        rec,
 		Workers:         workers,
 		DefaultStrategy: defaultStrategy,
 		trackers:        map[types.NamespacedName]*policyTracker{},
-		met:             make(chan metTargets, 4096),
+		tickets:         map[types.NamespacedName]ticket{},
+		met:             lru.New(metRecords),
+		reported:        lru.New(reportedRecords),
+		meetings:        make(chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation], 4096),
 		reportsDue:      make(chan event.TypedGenericEvent[*arbiterv1alpha1.CleanupPolicy], 1024),
 	}
 }
 
-// SetupWithManager registers the zombie and policy controllers and the lazy
-// cleanup loop.
+// metRecords and reportedRecords bound what the cleanup controller
+// remembers per zombie; about 100 bytes each.
+const (
+	metRecords      = 16384
+	reportedRecords = 65536
+)
+
+// SetupWithManager registers the zombie and policy controllers and the
+// tracker sweep.
 func (r *CleanupReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if err := mgr.Add(manager.RunnableFunc(r.runLazy)); err != nil {
+	if err := mgr.Add(manager.RunnableFunc(r.sweepTrackers)); err != nil {
 		return err
 	}
+	// Every change of a finished operation passes, its annotations included:
+	// arbiter.dev/keep removed or arbiter.dev/acknowledged added releases it.
 	terminal := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		op, ok := o.(*arbiterv1alpha1.ConflictResolutionOperation)
 		return ok && op.Status.Phase.IsTerminal()
@@ -106,6 +133,9 @@ func (r *CleanupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// A policy's spec, not its status reports, changes which zombies it removes.
 		Watches(&arbiterv1alpha1.CleanupPolicy{}, handler.EnqueueRequestsFromMapFunc(r.policyToZombies),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesRawSource(source.Channel(r.meetings, handler.TypedFuncs[*arbiterv1alpha1.ConflictResolutionOperation, reconcile.Request]{
+			GenericFunc: r.enqueueMet,
+		})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers, RateLimiter: retryLimiter()}).
 		Complete(reconcile.Func(r.reconcileZombie))
 	if err != nil {
@@ -204,169 +234,249 @@ func (r *CleanupReconciler) policiesOfNamespace(ctx context.Context, o client.Ob
 	return reqs
 }
 
-// governing returns the policy that governs op: the oldest selecting policy,
-// else the operator-wide default, else nil.
-func (r *CleanupReconciler) governing(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (*arbiterv1alpha1.CleanupPolicy, error) {
+// policies lists the cleanup policies of a namespace.
+func (r *CleanupReconciler) policies(ctx context.Context, namespace string) ([]arbiterv1alpha1.CleanupPolicy, error) {
 	var list arbiterv1alpha1.CleanupPolicyList
-	if err := r.Client.List(ctx, &list, client.InNamespace(op.Namespace)); err != nil {
-		return nil, fmt.Errorf("listing cleanup policies: %w", err)
+	if err := r.Client.List(ctx, &list, client.InNamespace(namespace)); err != nil {
+		return nil, fmt.Errorf("listing cleanup policies of %s: %w", namespace, err)
 	}
-	if p := cleanup.Governing(op, list.Items); p != nil {
-		return p, nil
+	return list.Items, nil
+}
+
+// governing returns the policy that governs op among its namespace's
+// policies: the oldest selecting policy, else the operator-wide default,
+// else nil.
+func (r *CleanupReconciler) governing(op *arbiterv1alpha1.ConflictResolutionOperation, policies []arbiterv1alpha1.CleanupPolicy) *arbiterv1alpha1.CleanupPolicy {
+	if p := cleanup.Governing(op, policies); p != nil {
+		return p
 	}
 	if r.DefaultStrategy == "" || r.DefaultStrategy == DefaultStrategyNone {
-		return nil, nil
+		return nil
 	}
 	return &arbiterv1alpha1.CleanupPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: op.Namespace, Name: "--default-cleanup-strategy"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: op.Namespace, Name: defaultPolicyName},
 		Spec: arbiterv1alpha1.CleanupPolicySpec{
 			Strategy:              arbiterv1alpha1.CleanupStrategy(r.DefaultStrategy),
 			Phases:                []arbiterv1alpha1.ZombiePhase{"Rejected", "Failed"},
 			MaxDeletionsPerSecond: 200,
 		},
-	}, nil
+	}
 }
 
+// reconcileZombie removes one finished operation when the policy that
+// governs it says so. It never waits: a zombie that must wait for its
+// retention or its policy's rate limit is requeued for then.
 func (r *CleanupReconciler) reconcileZombie(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	op := &arbiterv1alpha1.ConflictResolutionOperation{}
 	if err := r.Client.Get(ctx, req.NamespacedName, op); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !op.Status.Phase.IsTerminal() || !op.DeletionTimestamp.IsZero() {
+		r.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
-	gov, err := r.governing(ctx, op)
-	if err != nil || gov == nil {
+	policies, err := r.policies(ctx, op.Namespace)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
+	gov := r.governing(op, policies)
+	if gov == nil {
+		r.forget(req.NamespacedName)
+		return ctrl.Result{}, nil
+	}
 	v := cleanup.Judge(gov, op)
+	// A zombie over history on this target may have to wait for a deletion
+	// token: then this one comes back for it.
+	var history time.Duration
 	if v.Zombie && gov.Spec.HistoryLimit != nil {
-		if err := r.enforceHistory(ctx, gov, op); err != nil {
+		if history, err = r.enforceHistory(ctx, gov, policies, op); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-	now := time.Now()
-	switch {
-	case !v.Removable, v.OnlyWhenMet:
-		return ctrl.Result{}, nil
-	case !v.Due(now):
-		return ctrl.Result{RequeueAfter: v.At.Sub(now)}, nil
+	later := func(d time.Duration) ctrl.Result {
+		if history > 0 && (d == 0 || history < d) {
+			d = history
+		}
+		return ctrl.Result{RequeueAfter: d}
 	}
-	if err := r.remove(ctx, gov, op, v.Why); err != nil {
+	now := time.Now()
+	why := v.Why
+	switch {
+	case v.Held != "":
+		ctrl.LoggerFrom(ctx).V(1).Info("Held from cleanup", "why", v.Held)
+		r.forget(req.NamespacedName)
+		return later(0), nil
+	case !v.Removable:
+		return later(0), nil
+	case v.OnlyWhenMet:
+		at, met := r.metAt(op)
+		if !met || !v.Due(at) {
+			r.met.Remove(req.NamespacedName)
+			return later(0), nil
+		}
+		why += ", met on its target"
+	case !v.Due(now):
+		return later(v.At.Sub(now)), nil
+	}
+	wait, err := r.remove(ctx, gov, op, why)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
-	r.MeetTargets(op)
-	return ctrl.Result{}, nil
+	if wait > 0 {
+		return later(wait), nil
+	}
+	r.met.Remove(req.NamespacedName)
+	if !v.OnlyWhenMet { // a lazy removal meets a target already met
+		r.MeetTargets(op)
+	}
+	return later(0), nil
 }
 
 // enforceHistory removes the oldest zombies of op's targets beyond the
-// policy's historyLimit.
-func (r *CleanupReconciler) enforceHistory(ctx context.Context, gov *arbiterv1alpha1.CleanupPolicy, op *arbiterv1alpha1.ConflictResolutionOperation) error {
+// policy's historyLimit, among those the policy governs. It returns how long
+// to wait for the next deletion token, when one is missing.
+func (r *CleanupReconciler) enforceHistory(ctx context.Context, gov *arbiterv1alpha1.CleanupPolicy, policies []arbiterv1alpha1.CleanupPolicy,
+	op *arbiterv1alpha1.ConflictResolutionOperation) (time.Duration, error) {
 	for _, t := range op.Spec.Targets {
 		ops, err := registry.OnTarget(ctx, r.Client, registry.KeyOf(op.Namespace, t))
 		if err != nil {
-			return err
+			return 0, err
 		}
-		var zombies []*arbiterv1alpha1.ConflictResolutionOperation
-		for i := range ops {
-			z := &ops[i]
-			if z.DeletionTimestamp.IsZero() && cleanup.IsZombie(gov, z) && cleanup.Selects(gov, z) {
-				zombies = append(zombies, z)
-			}
-		}
-		for _, z := range cleanup.OverHistory(gov, zombies) {
-			if err := r.remove(ctx, gov, z, fmt.Sprintf("historyLimit %d on %s", *gov.Spec.HistoryLimit, t.Name)); err != nil {
-				return err
+		for _, z := range cleanup.OverHistory(gov, policies, ops) {
+			wait, err := r.remove(ctx, gov, z, fmt.Sprintf("historyLimit %d on %s", *gov.Spec.HistoryLimit, t.Name))
+			if err != nil || wait > 0 {
+				return wait, err
 			}
 		}
 	}
-	return nil
-}
-
-// metTargets are the targets of one operation arbiter is working on.
-type metTargets struct {
-	namespace string
-	keys      []string
+	return 0, nil
 }
 
 // MeetTargets tells lazy cleanup that arbiter is working on an operation's
 // targets; their zombies old enough under a Lazy policy are removed. It
 // never blocks the caller.
 func (r *CleanupReconciler) MeetTargets(op *arbiterv1alpha1.ConflictResolutionOperation) {
-	met := metTargets{namespace: op.Namespace, keys: make([]string, 0, len(op.Spec.Targets))}
+	// A copy of what lazy cleanup reads: the caller goes on with op.
+	met := &arbiterv1alpha1.ConflictResolutionOperation{ObjectMeta: metav1.ObjectMeta{Namespace: op.Namespace, Name: op.Name, UID: op.UID}}
 	for _, t := range op.Spec.Targets {
-		met.keys = append(met.keys, registry.KeyOf(op.Namespace, t))
+		met.Spec.Targets = append(met.Spec.Targets, arbiterv1alpha1.Target{APIVersion: t.APIVersion, Kind: t.Kind, Name: t.Name})
 	}
 	select {
-	case r.met <- met:
+	case r.meetings <- event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]{Object: met}:
 	default: // Lazy cleanup is best effort: the target will be met again.
 	}
 }
 
-// runLazy removes the zombies of met targets that their Lazy policy allows.
-func (r *CleanupReconciler) runLazy(ctx context.Context) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case met := <-r.met:
-			// Most namespaces have no Lazy policy: then a target's
-			// operations need not be read at all.
-			if lazy, err := r.lazyIn(ctx, met.namespace); err != nil || !lazy {
-				continue
-			}
-			for _, k := range met.keys {
-				if err := r.cleanTarget(ctx, k); err != nil {
-					ctrl.LoggerFrom(ctx).Error(err, "Lazy cleanup failed", "target", k)
-				}
-			}
-		}
-	}
-}
-
-// lazyIn reports whether a Lazy strategy can govern operations of namespace.
-func (r *CleanupReconciler) lazyIn(ctx context.Context, namespace string) (bool, error) {
-	if r.DefaultStrategy == string(arbiterv1alpha1.CleanupLazy) {
-		return true, nil
-	}
-	var list arbiterv1alpha1.CleanupPolicyList
-	if err := r.Client.List(ctx, &list, client.InNamespace(namespace)); err != nil {
-		return false, err
-	}
-	return slices.ContainsFunc(list.Items, func(p arbiterv1alpha1.CleanupPolicy) bool {
-		return p.Spec.Strategy == arbiterv1alpha1.CleanupLazy
-	}), nil
-}
-
-// cleanTarget removes the due zombies on target key that a Lazy policy
-// governs. Each is judged under the policies as they are when its turn comes:
-// deletions wait on the policy's rate limit, and a policy edited meanwhile
-// (dryRun, retention, strategy) must take effect at once.
-func (r *CleanupReconciler) cleanTarget(ctx context.Context, key string) error {
-	ops, err := registry.OnTarget(ctx, r.Client, key)
+// enqueueMet hands the zombies of a met operation's targets that a Lazy
+// policy lets go to the zombie controller, with a record that they were
+// met: their removal then waits for its deletion token on a timer, never in
+// this one goroutine that serves every namespace.
+func (r *CleanupReconciler) enqueueMet(ctx context.Context, e event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation],
+	q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	op := e.Object
+	policies, err := r.policies(ctx, op.Namespace)
 	if err != nil {
-		return err
+		ctrl.LoggerFrom(ctx).Error(err, "Lazy cleanup skipped a meeting", "operation", client.ObjectKeyFromObject(op))
+		return
+	}
+	// Most namespaces have no Lazy policy: then a target's operations need
+	// not be read at all.
+	if r.DefaultStrategy != string(arbiterv1alpha1.CleanupLazy) && !slices.ContainsFunc(policies, func(p arbiterv1alpha1.CleanupPolicy) bool {
+		return p.Spec.Strategy == arbiterv1alpha1.CleanupLazy
+	}) {
+		return
 	}
 	now := time.Now()
-	for i := range ops {
-		z := &ops[i]
-		if !z.Status.Phase.IsTerminal() || !z.DeletionTimestamp.IsZero() {
-			continue
-		}
-		gov, err := r.governing(ctx, z)
+	for _, t := range op.Spec.Targets {
+		ops, err := registry.OnTarget(ctx, r.Client, registry.KeyOf(op.Namespace, t))
 		if err != nil {
-			return err
-		}
-		if gov == nil || gov.Spec.Strategy != arbiterv1alpha1.CleanupLazy {
+			ctrl.LoggerFrom(ctx).Error(err, "Lazy cleanup skipped a target", "operation", client.ObjectKeyFromObject(op), "target", t.Name)
 			continue
 		}
-		if v := cleanup.Judge(gov, z); v.Due(now) {
-			if err := r.remove(ctx, gov, z, v.Why+", met on its target"); err != nil {
-				return err
+		for i := range ops {
+			z := &ops[i]
+			if !z.Status.Phase.IsTerminal() || !z.DeletionTimestamp.IsZero() {
+				continue
 			}
+			gov := r.governing(z, policies)
+			if gov == nil || gov.Spec.Strategy != arbiterv1alpha1.CleanupLazy || !cleanup.Judge(gov, z).Due(now) {
+				continue
+			}
+			key := client.ObjectKeyFromObject(z)
+			r.met.Add(key, metRecord{uid: z.UID, at: now})
+			q.Add(reconcile.Request{NamespacedName: key})
 		}
 	}
-	return nil
+}
+
+// metRecord says when lazy cleanup met a zombie.
+type metRecord struct {
+	uid types.UID
+	at  time.Time
+}
+
+// metAt returns when op was last met by lazy cleanup, if it is recorded.
+func (r *CleanupReconciler) metAt(op *arbiterv1alpha1.ConflictResolutionOperation) (time.Time, bool) {
+	v, ok := r.met.Get(client.ObjectKeyFromObject(op))
+	if !ok || v.(metRecord).uid != op.UID {
+		return time.Time{}, false
+	}
+	return v.(metRecord).at, true
+}
+
+// ticket is a deletion token reserved for one zombie from its policy's
+// limiter, due at the reservation's time.
+type ticket struct {
+	uid     types.UID
+	tracker *policyTracker
+	limit   rate.Limit
+	res     *rate.Reservation
+}
+
+// admit takes a deletion token of t for op, or says how long op must wait
+// for the one reserved for it. Holding the reservation, rather than
+// cancelling it and trying again, keeps a policy's waiting zombies in line:
+// each comes back once, when its token is due, instead of all of them
+// retrying at every token.
+func (r *CleanupReconciler) admit(t *policyTracker, op *arbiterv1alpha1.ConflictResolutionOperation) time.Duration {
+	key := client.ObjectKeyFromObject(op)
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if tk, ok := r.tickets[key]; ok {
+		delete(r.tickets, key)
+		if tk.uid == op.UID && tk.tracker == t && tk.limit == t.limiter.Limit() {
+			if d := tk.res.DelayFrom(now); d > 0 {
+				r.tickets[key] = tk
+				return d
+			}
+			return 0
+		}
+		// Another operation of that name, a policy deleted or its rate edited.
+		tk.res.CancelAt(now)
+	}
+	res := t.limiter.ReserveN(now, 1)
+	if d := res.DelayFrom(now); d > 0 {
+		r.tickets[key] = ticket{uid: op.UID, tracker: t, limit: t.limiter.Limit(), res: res}
+		return d
+	}
+	return 0
+}
+
+// forget drops what is remembered of an operation that went, or that no
+// longer waits for cleanup; an unused deletion token goes back to its policy.
+func (r *CleanupReconciler) forget(key types.NamespacedName) {
+	r.met.Remove(key)
+	r.reported.Remove(key)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if tk, ok := r.tickets[key]; ok {
+		tk.res.Cancel()
+		delete(r.tickets, key)
+	}
 }
 
 func (r *CleanupReconciler) tracker(p *arbiterv1alpha1.CleanupPolicy) *policyTracker {
@@ -376,7 +486,7 @@ func (r *CleanupReconciler) tracker(p *arbiterv1alpha1.CleanupPolicy) *policyTra
 	t, ok := r.trackers[k]
 	perSecond := max(p.Spec.MaxDeletionsPerSecond, 1)
 	if !ok {
-		t = &policyTracker{limiter: rate.NewLimiter(rate.Limit(perSecond), int(perSecond)), reported: map[types.UID]bool{}}
+		t = &policyTracker{limiter: rate.NewLimiter(rate.Limit(perSecond), int(perSecond))}
 		r.trackers[k] = t
 	} else if t.limiter.Limit() != rate.Limit(perSecond) {
 		t.limiter.SetLimit(rate.Limit(perSecond))
@@ -385,19 +495,29 @@ func (r *CleanupReconciler) tracker(p *arbiterv1alpha1.CleanupPolicy) *policyTra
 	return t
 }
 
+// reportedAs is what reported remembers of a zombie a dryRun policy
+// counted.
+type reportedAs struct {
+	uid    types.UID
+	policy types.UID
+}
+
 // remove deletes one operation as judged, or under dryRun reports that it
 // would. The delete carries preconditions on the UID and resourceVersion it
 // was judged at, which the API server checks in the same transaction: one
 // that changed since (or a stale cached copy) is left for the next
-// judgement, which its update brings.
-func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.CleanupPolicy, judged *arbiterv1alpha1.ConflictResolutionOperation, why string) error {
+// judgement, which its update brings. When the policy's rate limit allows
+// no deletion yet, it deletes nothing and returns how long to wait.
+func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.CleanupPolicy, judged *arbiterv1alpha1.ConflictResolutionOperation, why string) (time.Duration, error) {
 	t := r.tracker(gov)
 	strategy := string(gov.Spec.Strategy)
 	if gov.Spec.DryRun {
+		key, as := client.ObjectKeyFromObject(judged), reportedAs{uid: judged.UID, policy: gov.UID}
 		r.mu.Lock()
-		first := !t.reported[judged.UID]
+		seen, _ := r.reported.Get(key)
+		first := seen != as
 		if first {
-			t.reported[judged.UID] = true
+			r.reported.Add(key, as)
 			t.cleaned++
 		}
 		r.mu.Unlock()
@@ -407,17 +527,17 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 				"Would be removed (%s) by CleanupPolicy %s, which is in dryRun", why, gov.Name)
 			r.reportDue(gov)
 		}
-		return nil
+		return 0, nil
 	}
 
-	if err := t.limiter.Wait(ctx); err != nil {
-		return err
+	if wait := r.admit(t, judged); wait > 0 {
+		return wait, nil
 	}
 	uid, rv := judged.UID, judged.ResourceVersion
 	err := r.Client.Delete(ctx, judged, client.Preconditions{UID: &uid, ResourceVersion: &rv})
 	switch {
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
-		return nil
+		return 0, nil
 	case err != nil:
 		r.mu.Lock()
 		t.outcomes.Add(time.Now(), true)
@@ -426,7 +546,7 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		metrics.CleanupTotal.WithLabelValues(judged.Namespace, strategy, "failure").Inc()
 		r.Recorder.Eventf(judged, gov, corev1.EventTypeWarning, "CleanupFailed", "Cleanup", "Could not remove it (%s): %v", why, err)
 		r.reportDue(gov)
-		return fmt.Errorf("removing %s: %w", client.ObjectKeyFromObject(judged), err)
+		return 0, fmt.Errorf("removing %s: %w", client.ObjectKeyFromObject(judged), err)
 	}
 	latency := time.Since(cleanup.CompletedAt(judged))
 	r.mu.Lock()
@@ -437,6 +557,51 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 	metrics.CleanupTotal.WithLabelValues(judged.Namespace, strategy, "success").Inc()
 	metrics.CleanupLatency.WithLabelValues(strategy).Observe(latency.Seconds())
 	r.Recorder.Eventf(judged, gov, corev1.EventTypeNormal, "Cleaned", "Cleanup", "Removed %s after it ended (%s)", latency.Round(time.Millisecond), why)
+	return 0, nil
+}
+
+// defaultPolicyName names the operator-wide default policy in logs and
+// events; no CleanupPolicy can have it.
+const defaultPolicyName = "--default-cleanup-strategy"
+
+// sweepTrackers drops, every healthRefresh, the trackers no policy needs.
+func (r *CleanupReconciler) sweepTrackers(ctx context.Context) error {
+	tick := time.NewTicker(healthRefresh)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			if err := r.sweep(ctx); err != nil {
+				ctrl.LoggerFrom(ctx).Error(err, "Sweeping cleanup trackers failed")
+			}
+		}
+	}
+}
+
+// sweep drops the trackers of policies that are gone (a removal racing a
+// policy's deletion can re-create one after reconcilePolicy dropped it), and
+// the operator-wide default's of a namespace once its bucket is full again:
+// a new one would be the same, and namespaces come and go.
+func (r *CleanupReconciler) sweep(ctx context.Context) error {
+	var list arbiterv1alpha1.CleanupPolicyList
+	if err := r.Client.List(ctx, &list); err != nil {
+		return fmt.Errorf("listing cleanup policies: %w", err)
+	}
+	live := make(map[types.NamespacedName]bool, len(list.Items))
+	for i := range list.Items {
+		live[client.ObjectKeyFromObject(&list.Items[i])] = true
+	}
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, t := range r.trackers {
+		idle := t.limiter.TokensAt(now) >= float64(t.limiter.Burst())
+		if !live[k] && (k.Name != defaultPolicyName || idle) {
+			delete(r.trackers, k)
+		}
+	}
 	return nil
 }
 

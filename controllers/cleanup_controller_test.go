@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -77,6 +78,22 @@ func policyStatus(p *arbiterv1alpha1.CleanupPolicy) arbiterv1alpha1.CleanupPolic
 	got := &arbiterv1alpha1.CleanupPolicy{}
 	Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), got)).To(Succeed())
 	return got.Status
+}
+
+// expectFastBeforeSlow waits until every quick zombie is gone and then
+// expects most of the waiting ones (removed one a second) still there.
+func expectFastBeforeSlow(waiting, quick []*arbiterv1alpha1.ConflictResolutionOperation) {
+	GinkgoHelper()
+	Eventually(func() bool {
+		return slices.ContainsFunc(quick, func(z *arbiterv1alpha1.ConflictResolutionOperation) bool { return exists(z) })
+	}, util.LongTimeout, util.Interval).Should(BeFalse())
+	left := 0
+	for _, z := range waiting {
+		if exists(z) {
+			left++
+		}
+	}
+	Expect(left).To(BeNumerically(">", len(waiting)/2), "the other namespace's removals waited for the slow policy")
 }
 
 var _ = Describe("Cleanup", func() {
@@ -222,6 +239,133 @@ var _ = Describe("Cleanup", func() {
 		}, util.LongTimeout, util.Interval).Should(Succeed())
 	})
 
+	It("historyLimit: counts and removes only the zombies its policy governs", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 0)
+		audit := map[string]string{"team": "audit"}
+		createPolicy(ns, "audit", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.Selector = &metav1.LabelSelector{MatchLabels: audit}
+			s.Retention = duration(time.Hour)
+		})
+		// Newer than "audit", or as old and after it by name: "audit" governs
+		// what both select.
+		createPolicy(ns, "history", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.Retention = duration(time.Hour)
+			s.HistoryLimit = ptr.To[int32](1)
+		})
+		audited, _ := rejectedOn(ns, "alice", 4, audit)
+		var mine []*arbiterv1alpha1.ConflictResolutionOperation
+		for range 2 {
+			losers, _ := rejectedOn(ns, "alice", 1, nil)
+			mine = append(mine, losers...)
+		}
+		// The oldest zombie "history" governs goes, so its limit was enforced;
+		// every one of the older zombies "audit" governs stays.
+		Eventually(func() bool { return exists(mine[0]) }, util.LongTimeout, util.Interval).Should(BeFalse())
+		Expect(exists(mine[1])).To(BeTrue())
+		for _, z := range audited {
+			Expect(exists(z)).To(BeTrue(), "%s is governed by audit, kept for an hour", z.Name)
+		}
+	})
+
+	It("holds kept and unacknowledged RollbackFailed zombies, counts them, and lets them go once released", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 0)
+		createAccount(ns, "carol", 100)
+		createAccount(ns, "dave", 50)
+		p := createPolicy(ns, "immediate", func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Strategy = arbiterv1alpha1.CleanupImmediate })
+
+		kept := credit(ns, "kept", 1, 1, "alice")
+		kept.Annotations = map[string]string{arbiterv1alpha1.KeepAnnotation: "true"}
+		plain := credit(ns, "plain", 2, 1, "alice")
+		winner := credit(ns, "winner", 9, 1, "alice")
+		for _, op := range []*arbiterv1alpha1.ConflictResolutionOperation{kept, plain, winner} {
+			op.Spec.Staging.Window = duration(time.Second)
+		}
+		// dave's leg takes 60 from 50 and is refused; restoring carol's leg
+		// meets a 409 every time: RollbackFailed.
+		stuck := operation(ns, "stuck", 5, 20,
+			accountTarget("carol", `[JSONPatch{op: "replace", path: "/spec/balance", value: object.spec.balance - params.amount}]`),
+			accountTarget("dave", `[JSONPatch{op: "replace", path: "/spec/balance", value: object.spec.balance - params.amount * 3}]`))
+		stuck.Spec.OCC.MaxRetries = ptr.To[int32](2)
+		stuck.Spec.Staging.Window = duration(500 * time.Millisecond)
+		create(stuck, kept, plain, winner)
+		faults.conflictOnRollback(string(get(stuck).UID))
+		DeferCleanup(faults.clear, string(get(stuck).UID))
+		// The policy removes what it may: the plain loser, not the one kept.
+		Eventually(func() bool { return exists(plain) }, util.LongTimeout, util.Interval).Should(BeFalse())
+		Eventually(func(g Gomega) {
+			got := &arbiterv1alpha1.ConflictResolutionOperation{}
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(kept), got); apierrors.IsNotFound(err) {
+				StopTrying("the kept zombie was removed").Now()
+			}
+			g.Expect(got.Status.Phase).To(Equal(arbiterv1alpha1.PhaseRejected))
+		}, util.Timeout, util.Interval).Should(Succeed())
+		Eventually(func(g Gomega) {
+			got := &arbiterv1alpha1.ConflictResolutionOperation{}
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(stuck), got); apierrors.IsNotFound(err) {
+				StopTrying("the unacknowledged RollbackFailed zombie was removed").Now()
+			}
+			g.Expect(got.Status.Reason).To(Equal(arbiterv1alpha1.ReasonRollbackFailed))
+		}, util.LongTimeout, util.Interval).Should(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(policyStatus(p).Zombies).To(BeEquivalentTo(2), "held zombies still count")
+		}, util.Timeout, util.Interval).Should(Succeed())
+		Consistently(func() bool { return exists(kept) && exists(stuck) }, 2*time.Second, util.Interval).Should(BeTrue())
+
+		// An annotation added or dropped later releases them.
+		acknowledged := get(stuck)
+		acknowledged.Annotations = map[string]string{arbiterv1alpha1.AcknowledgedAnnotation: "true"}
+		Expect(k8sClient.Update(ctx, acknowledged)).To(Succeed())
+		Eventually(func() bool { return exists(stuck) }, util.Timeout, util.Interval).Should(BeFalse())
+		Expect(exists(kept)).To(BeTrue())
+		released := get(kept)
+		delete(released.Annotations, arbiterv1alpha1.KeepAnnotation)
+		Expect(k8sClient.Update(ctx, released)).To(Succeed())
+		Eventually(func() bool { return exists(kept) }, util.Timeout, util.Interval).Should(BeFalse())
+	})
+
+	It("Immediate: a slow policy's zombies in one namespace do not hold back removals in another", func() {
+		slow, fast := newNamespace(), newNamespace()
+		createAccount(slow, "alice", 0)
+		createAccount(fast, "bob", 0)
+		for _, ns := range []string{slow, fast} {
+			createPolicy(ns, "immediate", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+				s.Strategy = arbiterv1alpha1.CleanupImmediate
+				if ns == slow {
+					s.MaxDeletionsPerSecond = 1
+				}
+			})
+		}
+		waiting, _ := rejectedOn(slow, "alice", 30, nil)
+		quick, _ := rejectedOn(fast, "bob", 5, nil)
+		expectFastBeforeSlow(waiting, quick)
+	})
+
+	It("Lazy: a slow policy's met zombies in one namespace do not hold back removals in another", func() {
+		slow, fast := newNamespace(), newNamespace()
+		createAccount(slow, "alice", 0)
+		createAccount(fast, "bob", 0)
+		for _, ns := range []string{slow, fast} {
+			createPolicy(ns, "lazy", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+				s.Strategy = arbiterv1alpha1.CleanupLazy
+				s.Retention = duration(time.Millisecond)
+				if ns == slow {
+					s.MaxDeletionsPerSecond = 1
+				}
+			})
+		}
+		waiting, _ := rejectedOn(slow, "alice", 30, nil)
+		quick, _ := rejectedOn(fast, "bob", 5, nil)
+		create(credit(slow, "meets-alice", 5, 1, "alice"))
+		// The slow namespace's target is met first and its removals started.
+		Eventually(func() bool {
+			return slices.ContainsFunc(waiting, func(z *arbiterv1alpha1.ConflictResolutionOperation) bool { return !exists(z) })
+		}, util.Timeout, util.Interval).Should(BeTrue())
+		create(credit(fast, "meets-bob", 5, 1, "bob"))
+		expectFastBeforeSlow(waiting, quick)
+	})
+
 	It("succeededRetention: removes Succeeded operations after it; without it they are kept", func() {
 		ns := newNamespace()
 		createAccount(ns, "alice", 0)
@@ -299,13 +443,12 @@ var _ = Describe("Cleanup", func() {
 		changed.Labels = map[string]string{"keep": "for-audit"}
 		Expect(k8sClient.Update(ctx, changed)).To(Succeed())
 
-		cleaner := &CleanupReconciler{Client: k8sClient, Recorder: clientevents.NewFakeRecorder(10),
-			trackers: map[client.ObjectKey]*policyTracker{}}
-		Expect(cleaner.remove(ctx, p, judged, "test")).To(Succeed())
+		cleaner := newCleanupReconciler(k8sClient, clientevents.NewFakeRecorder(10), 1, DefaultStrategyNone)
+		Expect(cleaner.remove(ctx, p, judged, "test")).To(BeZero())
 		Expect(exists(judged)).To(BeTrue())
 
 		// Judged afresh, the same call deletes it.
-		Expect(cleaner.remove(ctx, p, get(judged), "test")).To(Succeed())
+		Expect(cleaner.remove(ctx, p, get(judged), "test")).To(BeZero())
 		Expect(exists(judged)).To(BeFalse())
 	})
 

@@ -99,13 +99,40 @@ type Verdict struct {
 	OnlyWhenMet bool
 	// Why says which rule removes it, for events.
 	Why string
+	// Held, when set, says why it is never removed automatically; it still
+	// counts as a zombie.
+	Held string
 }
 
 // Due reports whether the verdict allows removal now (for Lazy: if met).
 func (v Verdict) Due(now time.Time) bool { return v.Removable && !now.Before(v.At) }
 
-// Judge applies a policy to an operation.
+// Held says why an operation must never be removed automatically, by any
+// strategy, historyLimit or the default strategy, or "" when it may be: it
+// carries arbiter.dev/keep=true, or it is Failed/RollbackFailed (a human must
+// check its targets) and not yet arbiter.dev/acknowledged=true.
+func Held(op *arbiterv1alpha1.ConflictResolutionOperation) string {
+	switch {
+	case op.Annotations[arbiterv1alpha1.KeepAnnotation] == "true":
+		return arbiterv1alpha1.KeepAnnotation + "=true"
+	case op.Status.Phase == arbiterv1alpha1.PhaseFailed && op.Status.Reason == arbiterv1alpha1.ReasonRollbackFailed &&
+		op.Annotations[arbiterv1alpha1.AcknowledgedAnnotation] != "true":
+		return "RollbackFailed, not " + arbiterv1alpha1.AcknowledgedAnnotation + "=true"
+	}
+	return ""
+}
+
+// Judge applies a policy to an operation. A held operation is judged as
+// usual but never removable.
 func Judge(p *arbiterv1alpha1.CleanupPolicy, op *arbiterv1alpha1.ConflictResolutionOperation) Verdict {
+	v := judge(p, op)
+	if held := Held(op); held != "" && (v.Zombie || v.Removable) {
+		return Verdict{Zombie: v.Zombie, Held: held}
+	}
+	return v
+}
+
+func judge(p *arbiterv1alpha1.CleanupPolicy, op *arbiterv1alpha1.ConflictResolutionOperation) Verdict {
 	if !op.Status.Phase.IsTerminal() {
 		return Verdict{}
 	}
@@ -126,18 +153,38 @@ func Judge(p *arbiterv1alpha1.CleanupPolicy, op *arbiterv1alpha1.ConflictResolut
 	return Verdict{}
 }
 
-// OverHistory returns the zombies beyond the policy's historyLimit among
-// those of one target, oldest first: the ones to remove now.
-func OverHistory(p *arbiterv1alpha1.CleanupPolicy, zombies []*arbiterv1alpha1.ConflictResolutionOperation) []*arbiterv1alpha1.ConflictResolutionOperation {
-	if p.Spec.HistoryLimit == nil || len(zombies) <= int(*p.Spec.HistoryLimit) {
+// GovernedBy reports whether p is the policy that governs op among the
+// namespace's policies (see Governing).
+func GovernedBy(p *arbiterv1alpha1.CleanupPolicy, op *arbiterv1alpha1.ConflictResolutionOperation, policies []arbiterv1alpha1.CleanupPolicy) bool {
+	gov := Governing(op, policies)
+	return gov != nil && gov.Namespace == p.Namespace && gov.Name == p.Name
+}
+
+// OverHistory returns, oldest first, the operations of one target to remove
+// now under the limiting policy's historyLimit. Only the zombies that policy
+// governs count and go: another policy's zombies are its own business, and
+// held ones (see Held) are neither counted nor removed.
+func OverHistory(limiting *arbiterv1alpha1.CleanupPolicy, policies []arbiterv1alpha1.CleanupPolicy,
+	onTarget []arbiterv1alpha1.ConflictResolutionOperation) []*arbiterv1alpha1.ConflictResolutionOperation {
+	if limiting.Spec.HistoryLimit == nil {
 		return nil
 	}
-	sorted := slices.Clone(zombies)
-	slices.SortFunc(sorted, func(a, b *arbiterv1alpha1.ConflictResolutionOperation) int {
+	var zombies []*arbiterv1alpha1.ConflictResolutionOperation
+	for i := range onTarget {
+		z := &onTarget[i]
+		if z.DeletionTimestamp.IsZero() && IsZombie(limiting, z) && Held(z) == "" && GovernedBy(limiting, z, policies) {
+			zombies = append(zombies, z)
+		}
+	}
+	limit := int(*limiting.Spec.HistoryLimit)
+	if len(zombies) <= limit {
+		return nil
+	}
+	slices.SortFunc(zombies, func(a, b *arbiterv1alpha1.ConflictResolutionOperation) int {
 		if c := CompletedAt(a).Compare(CompletedAt(b)); c != 0 {
 			return c
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
-	return sorted[:len(sorted)-int(*p.Spec.HistoryLimit)]
+	return zombies[:len(zombies)-limit]
 }

@@ -33,6 +33,19 @@ func finished(name string, phase arbiterv1alpha1.OperationPhase, completed time.
 	}
 }
 
+func annotated(op *arbiterv1alpha1.ConflictResolutionOperation, key, value string) *arbiterv1alpha1.ConflictResolutionOperation {
+	if op.Annotations == nil {
+		op.Annotations = map[string]string{}
+	}
+	op.Annotations[key] = value
+	return op
+}
+
+func withReason(op *arbiterv1alpha1.ConflictResolutionOperation, reason string) *arbiterv1alpha1.ConflictResolutionOperation {
+	op.Status.Reason = reason
+	return op
+}
+
 func TestJudge(t *testing.T) {
 	minutes := func(m int) *metav1.Duration { return &metav1.Duration{Duration: time.Duration(m) * time.Minute} }
 	tests := []struct {
@@ -71,6 +84,39 @@ func TestJudge(t *testing.T) {
 			policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.SucceededRetention = minutes(60) }),
 			finished("op", arbiterv1alpha1.PhaseSucceeded, 0, nil),
 			Verdict{Removable: true, At: t0.Add(time.Hour), Why: "Succeeded, succeededRetention 1h0m0s"}},
+		{"keep holds a zombie: it still counts, it is never removed",
+			policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Strategy = arbiterv1alpha1.CleanupImmediate }),
+			annotated(finished("op", arbiterv1alpha1.PhaseRejected, 0, nil), arbiterv1alpha1.KeepAnnotation, "true"),
+			Verdict{Zombie: true, Held: "arbiter.dev/keep=true"}},
+		{"keep holds a Lazy zombie too",
+			policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Strategy = arbiterv1alpha1.CleanupLazy }),
+			annotated(finished("op", arbiterv1alpha1.PhaseFailed, 0, nil), arbiterv1alpha1.KeepAnnotation, "true"),
+			Verdict{Zombie: true, Held: "arbiter.dev/keep=true"}},
+		{"keep holds a Succeeded operation past succeededRetention",
+			policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.SucceededRetention = minutes(1) }),
+			annotated(finished("op", arbiterv1alpha1.PhaseSucceeded, 0, nil), arbiterv1alpha1.KeepAnnotation, "true"),
+			Verdict{Held: "arbiter.dev/keep=true"}},
+		{"keep=false holds nothing",
+			policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Strategy = arbiterv1alpha1.CleanupImmediate }),
+			annotated(finished("op", arbiterv1alpha1.PhaseRejected, 0, nil), arbiterv1alpha1.KeepAnnotation, "false"),
+			Verdict{Zombie: true, Removable: true, At: t0, Why: "Rejected zombie, Immediate strategy"}},
+		{"RollbackFailed is held until acknowledged",
+			policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Strategy = arbiterv1alpha1.CleanupImmediate }),
+			withReason(finished("op", arbiterv1alpha1.PhaseFailed, 0, nil), arbiterv1alpha1.ReasonRollbackFailed),
+			Verdict{Zombie: true, Held: "RollbackFailed, not arbiter.dev/acknowledged=true"}},
+		{"RollbackFailed acknowledged is removed as any Failed zombie",
+			policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Strategy = arbiterv1alpha1.CleanupImmediate }),
+			annotated(withReason(finished("op", arbiterv1alpha1.PhaseFailed, 0, nil), arbiterv1alpha1.ReasonRollbackFailed),
+				arbiterv1alpha1.AcknowledgedAnnotation, "true"),
+			Verdict{Zombie: true, Removable: true, At: t0, Why: "Failed zombie, Immediate strategy"}},
+		{"RolledBack needs no acknowledgement",
+			policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Strategy = arbiterv1alpha1.CleanupImmediate }),
+			withReason(finished("op", arbiterv1alpha1.PhaseFailed, 0, nil), arbiterv1alpha1.ReasonRolledBack),
+			Verdict{Zombie: true, Removable: true, At: t0, Why: "Failed zombie, Immediate strategy"}},
+		{"a held operation the policy does not govern stays no zombie",
+			policy("p", 0, nil),
+			annotated(finished("op", arbiterv1alpha1.PhaseCancelled, 0, nil), arbiterv1alpha1.KeepAnnotation, "true"),
+			Verdict{}},
 		{"a live operation is never judged",
 			policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Strategy = arbiterv1alpha1.CleanupImmediate }),
 			finished("op", arbiterv1alpha1.PhaseQueued, 0, nil), Verdict{}},
@@ -118,22 +164,83 @@ func TestGoverningIsTheOldestSelectingPolicy(t *testing.T) {
 
 func TestOverHistoryRemovesTheOldestBeyondTheLimit(t *testing.T) {
 	p := policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.HistoryLimit = ptr.To[int32](2) })
-	zombies := []*arbiterv1alpha1.ConflictResolutionOperation{
-		finished("c", arbiterv1alpha1.PhaseRejected, 3*time.Second, nil),
-		finished("a", arbiterv1alpha1.PhaseRejected, time.Second, nil),
-		finished("d", arbiterv1alpha1.PhaseFailed, 4*time.Second, nil),
-		finished("b", arbiterv1alpha1.PhaseRejected, 2*time.Second, nil),
+	policies := []arbiterv1alpha1.CleanupPolicy{p}
+	onTarget := []arbiterv1alpha1.ConflictResolutionOperation{
+		*finished("c", arbiterv1alpha1.PhaseRejected, 3*time.Second, nil),
+		*finished("a", arbiterv1alpha1.PhaseRejected, time.Second, nil),
+		*finished("d", arbiterv1alpha1.PhaseFailed, 4*time.Second, nil),
+		*finished("b", arbiterv1alpha1.PhaseRejected, 2*time.Second, nil),
 	}
-	var got []string
-	for _, z := range OverHistory(&p, zombies) {
-		got = append(got, z.Name)
-	}
-	if fmt.Sprint(got) != "[a b]" {
+	if got := names(OverHistory(&p, policies, onTarget)); got != "[a b]" {
 		t.Errorf("OverHistory = %v, want [a b]", got)
 	}
 	p.Spec.HistoryLimit = nil
-	if len(OverHistory(&p, zombies)) != 0 {
+	if len(OverHistory(&p, policies, onTarget)) != 0 {
 		t.Error("OverHistory removed zombies without a historyLimit")
+	}
+}
+
+func names(ops []*arbiterv1alpha1.ConflictResolutionOperation) string {
+	out := []string{}
+	for _, op := range ops {
+		out = append(out, op.Name)
+	}
+	return fmt.Sprint(out)
+}
+
+// historyLimit counts and removes only the zombies its policy governs: the
+// reproduced bug had a newer catch-all policy with historyLimit 1 delete the
+// zombies an older policy with a selector keeps for an hour.
+func TestOverHistoryActsOnlyOnWhatItsPolicyGoverns(t *testing.T) {
+	audit := map[string]string{"team": "audit"}
+	older := policy("audit", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) {
+		s.Selector = &metav1.LabelSelector{MatchLabels: audit}
+		s.Retention = &metav1.Duration{Duration: time.Hour}
+	})
+	catchAll := policy("history", time.Hour, func(s *arbiterv1alpha1.CleanupPolicySpec) { s.HistoryLimit = ptr.To[int32](1) })
+	policies := []arbiterv1alpha1.CleanupPolicy{catchAll, older}
+	deleting := finished("deleting", arbiterv1alpha1.PhaseRejected, 0, nil)
+	deleting.DeletionTimestamp = &metav1.Time{Time: t0}
+	kept := finished("kept", arbiterv1alpha1.PhaseRejected, 0, nil)
+	kept.Annotations = map[string]string{arbiterv1alpha1.KeepAnnotation: "true"}
+	stuck := finished("stuck", arbiterv1alpha1.PhaseFailed, 0, nil)
+	stuck.Status.Reason = arbiterv1alpha1.ReasonRollbackFailed
+
+	tests := []struct {
+		name     string
+		onTarget []*arbiterv1alpha1.ConflictResolutionOperation
+		want     string
+	}{
+		{"another policy's zombies neither count nor go", []*arbiterv1alpha1.ConflictResolutionOperation{
+			finished("audit-1", arbiterv1alpha1.PhaseRejected, 1*time.Second, audit),
+			finished("audit-2", arbiterv1alpha1.PhaseRejected, 2*time.Second, audit),
+			finished("audit-3", arbiterv1alpha1.PhaseRejected, 3*time.Second, audit),
+			finished("audit-4", arbiterv1alpha1.PhaseRejected, 4*time.Second, audit),
+			finished("mine-1", arbiterv1alpha1.PhaseRejected, 5*time.Second, nil),
+			finished("mine-2", arbiterv1alpha1.PhaseRejected, 6*time.Second, nil),
+		}, "[mine-1]"},
+		{"within the limit once another policy's are left out", []*arbiterv1alpha1.ConflictResolutionOperation{
+			finished("audit-1", arbiterv1alpha1.PhaseRejected, 1*time.Second, audit),
+			finished("audit-2", arbiterv1alpha1.PhaseRejected, 2*time.Second, audit),
+			finished("mine-1", arbiterv1alpha1.PhaseRejected, 3*time.Second, nil),
+		}, "[]"},
+		{"held, deleting, live and succeeded operations neither count nor go", []*arbiterv1alpha1.ConflictResolutionOperation{
+			kept, stuck, deleting,
+			finished("live", arbiterv1alpha1.PhaseQueued, 0, nil),
+			finished("succeeded", arbiterv1alpha1.PhaseSucceeded, 0, nil),
+			finished("mine-1", arbiterv1alpha1.PhaseRejected, 5*time.Second, nil),
+		}, "[]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var onTarget []arbiterv1alpha1.ConflictResolutionOperation
+			for _, op := range tt.onTarget {
+				onTarget = append(onTarget, *op)
+			}
+			if got := names(OverHistory(&catchAll, policies, onTarget)); got != tt.want {
+				t.Errorf("OverHistory = %v, want %s", got, tt.want)
+			}
+		})
 	}
 }
 
@@ -172,6 +279,18 @@ func TestOutcomesCountOnlyTheLastFifteenMinutes(t *testing.T) {
 	}
 	if rate, n := o.FailureRatePercent(t0.Add(16*time.Minute + time.Second)); rate != 0 || n != 2 {
 		t.Errorf("after the window: rate = %d%% of %d, want 0%% of 2", rate, n)
+	}
+}
+
+// A policy whose report is never read (the operator-wide default) adds
+// outcomes without asking for the rate: they must not pile up.
+func TestOutcomesForgetThePastWithoutBeingRead(t *testing.T) {
+	var o Outcomes
+	for i := range 10_000 {
+		o.Add(t0.Add(time.Duration(i)*time.Second), false)
+	}
+	if kept := len(o.at); kept > int(FailureWindow/time.Second)+1 {
+		t.Errorf("%d outcomes kept over %s, want at most one per second of the window", kept, FailureWindow)
 	}
 }
 

@@ -17,8 +17,10 @@ type Outcomes struct {
 	failed []bool
 }
 
-// Add records one attempt.
+// Add records one attempt, forgetting those past the window: a policy whose
+// report is never read (the operator-wide default) must not grow forever.
 func (o *Outcomes) Add(now time.Time, failed bool) {
+	o.forget(now)
 	o.at = append(o.at, now)
 	o.failed = append(o.failed, failed)
 }
@@ -26,11 +28,7 @@ func (o *Outcomes) Add(now time.Time, failed bool) {
 // FailureRatePercent is the share of attempts in the window ending at now
 // that failed, in percent, and the number of attempts.
 func (o *Outcomes) FailureRatePercent(now time.Time) (percent int32, attempts int) {
-	cut := 0
-	for cut < len(o.at) && now.Sub(o.at[cut]) > FailureWindow {
-		cut++
-	}
-	o.at, o.failed = o.at[cut:], o.failed[cut:]
+	o.forget(now)
 	failures := 0
 	for _, f := range o.failed {
 		if f {
@@ -41,6 +39,16 @@ func (o *Outcomes) FailureRatePercent(now time.Time) (percent int32, attempts in
 		return 0, 0
 	}
 	return int32(failures * 100 / len(o.at)), len(o.at)
+}
+
+// forget drops the attempts older than the window ending at now. The
+// dropped prefix is freed when append next moves the slices.
+func (o *Outcomes) forget(now time.Time) {
+	cut := 0
+	for cut < len(o.at) && now.Sub(o.at[cut]) > FailureWindow {
+		cut++
+	}
+	o.at, o.failed = o.at[cut:], o.failed[cut:]
 }
 
 // latencySamples bounds the memory of cleanup latencies kept per policy.

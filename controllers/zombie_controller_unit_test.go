@@ -1,0 +1,151 @@
+package controllers
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientevents "k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+)
+
+func fakeCleaner(t *testing.T, objs ...client.Object) (*CleanupReconciler, client.Client) {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := arbiterv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
+	// A recorder without a channel drops events: these tests make many.
+	return newCleanupReconciler(c, &clientevents.FakeRecorder{}, 1, DefaultStrategyNone), c
+}
+
+func rejected(ns, name string) *arbiterv1alpha1.ConflictResolutionOperation {
+	done := metav1.NewMicroTime(time.Now().Add(-time.Hour))
+	return &arbiterv1alpha1.ConflictResolutionOperation{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-" + name)},
+		Status:     arbiterv1alpha1.ConflictResolutionOperationStatus{Phase: arbiterv1alpha1.PhaseRejected, CompletedAt: &done},
+	}
+}
+
+func testPolicy(ns, name string, mutate func(*arbiterv1alpha1.CleanupPolicySpec)) *arbiterv1alpha1.CleanupPolicy {
+	p := &arbiterv1alpha1.CleanupPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-" + name)},
+		Spec: arbiterv1alpha1.CleanupPolicySpec{Strategy: arbiterv1alpha1.CleanupImmediate,
+			Phases: []arbiterv1alpha1.ZombiePhase{"Rejected", "Failed"}, MaxDeletionsPerSecond: 200},
+	}
+	if mutate != nil {
+		mutate(&p.Spec)
+	}
+	return p
+}
+
+// A dryRun policy counts each zombie once, and what it remembers for that
+// stays bounded however many zombies it reports, and goes with them.
+func TestDryRunReportsAreBoundedAndForgotten(t *testing.T) {
+	r, _ := fakeCleaner(t)
+	p := testPolicy("a", "dry", func(s *arbiterv1alpha1.CleanupPolicySpec) { s.DryRun = true })
+	n := reportedRecords + 100
+	for i := range n {
+		if wait, err := r.remove(t.Context(), p, rejected("a", fmt.Sprintf("z-%d", i)), "test"); wait != 0 || err != nil {
+			t.Fatalf("dryRun removal: %v, %v", wait, err)
+		}
+	}
+	if got := r.reported.Len(); got > reportedRecords {
+		t.Errorf("%d reported zombies remembered, want at most %d", got, reportedRecords)
+	}
+	last := rejected("a", fmt.Sprintf("z-%d", n-1))
+	if _, err := r.remove(t.Context(), p, last, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.trackers[client.ObjectKeyFromObject(p)].cleaned; got != int64(n) {
+		t.Errorf("cleaned %d, want %d: each zombie counted once", got, n)
+	}
+
+	// Gone (the fake client has none of them): forgotten.
+	if _, err := r.reconcileZombie(t.Context(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(last)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.reported.Get(client.ObjectKeyFromObject(last)); ok {
+		t.Error("a deleted zombie is still remembered as reported")
+	}
+}
+
+// A tracker lives as long as its policy: dropped when the policy's report
+// finds it gone, or by the sweep when a removal re-created it after that;
+// the operator-wide default's once its bucket is full again.
+func TestTrackersOfDeletedPoliciesAreDropped(t *testing.T) {
+	live := testPolicy("a", "live", nil)
+	r, _ := fakeCleaner(t, live)
+	gone := testPolicy("a", "gone", nil)
+	idleDefault := &arbiterv1alpha1.CleanupPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: defaultPolicyName},
+		Spec: arbiterv1alpha1.CleanupPolicySpec{MaxDeletionsPerSecond: 200}}
+	busyDefault := idleDefault.DeepCopy()
+	busyDefault.Namespace = "c"
+	for _, p := range []*arbiterv1alpha1.CleanupPolicy{live, gone, idleDefault, busyDefault} {
+		r.tracker(p)
+	}
+	r.trackers[client.ObjectKeyFromObject(busyDefault)].limiter.AllowN(time.Now(), 10)
+
+	if _, err := r.reconcilePolicy(t.Context(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(gone)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.trackers[client.ObjectKeyFromObject(gone)]; ok {
+		t.Error("the tracker of a deleted policy outlived its report")
+	}
+
+	r.tracker(gone) // a removal that raced the policy's deletion
+	if err := r.sweep(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for k := range r.trackers {
+		kept = append(kept, k.String())
+	}
+	if len(kept) != 2 || r.trackers[client.ObjectKeyFromObject(live)] == nil || r.trackers[client.ObjectKeyFromObject(busyDefault)] == nil {
+		t.Errorf("trackers after the sweep: %v, want a/live and c/%s", kept, defaultPolicyName)
+	}
+}
+
+// A removal over the policy's rate limit deletes nothing and returns how
+// long to wait, instead of waiting, keeping its reservation: asked again, it waits for the same token,
+// and the next zombie queues behind it.
+func TestRateLimitedRemovalNeverWaits(t *testing.T) {
+	a, b, c := rejected("a", "first"), rejected("a", "second"), rejected("a", "third")
+	r, cl := fakeCleaner(t, a, b, c)
+	p := testPolicy("a", "slow", func(s *arbiterv1alpha1.CleanupPolicySpec) { s.MaxDeletionsPerSecond = 1 })
+
+	if wait, err := r.remove(t.Context(), p, a, "test"); wait != 0 || err != nil {
+		t.Fatalf("first removal: %v, %v; want it done", wait, err)
+	}
+	wait2, err := r.remove(t.Context(), p, b, "test")
+	if err != nil || wait2 <= 0 || wait2 > time.Second {
+		t.Fatalf("second removal: %v, %v; want a wait of at most a second", wait2, err)
+	}
+	again, _ := r.remove(t.Context(), p, b, "test")
+	if again > wait2 {
+		t.Errorf("asked again, the second waits %v, more than its first %v: its token was not kept", again, wait2)
+	}
+	wait3, _ := r.remove(t.Context(), p, c, "test")
+	if wait3 <= again {
+		t.Errorf("the third waits %v, not behind the second's %v", wait3, again)
+	}
+	for _, op := range []*arbiterv1alpha1.ConflictResolutionOperation{b, c} {
+		if err := cl.Get(t.Context(), client.ObjectKeyFromObject(op), op); err != nil {
+			t.Errorf("%s removed before its token: %v", op.Name, err)
+		}
+	}
+
+	// A zombie that goes gives its token back.
+	r.forget(client.ObjectKeyFromObject(c))
+	if _, ok := r.tickets[client.ObjectKeyFromObject(c)]; ok {
+		t.Error("a forgotten zombie keeps its token")
+	}
+}
