@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/internal/cleanup"
 )
 
 func fakeCleaner(t *testing.T, objs ...client.Object) (*CleanupReconciler, client.Client) {
@@ -85,10 +86,8 @@ func TestTrackersOfDeletedPoliciesAreDropped(t *testing.T) {
 	live := testPolicy("a", "live", nil)
 	r, _ := fakeCleaner(t, live)
 	gone := testPolicy("a", "gone", nil)
-	idleDefault := &arbiterv1alpha1.CleanupPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: defaultPolicyName},
-		Spec: arbiterv1alpha1.CleanupPolicySpec{MaxDeletionsPerSecond: 200}}
-	busyDefault := idleDefault.DeepCopy()
-	busyDefault.Namespace = "c"
+	idleDefault := cleanup.DefaultPolicy("b", arbiterv1alpha1.CleanupImmediate)
+	busyDefault := cleanup.DefaultPolicy("c", arbiterv1alpha1.CleanupImmediate)
 	for _, p := range []*arbiterv1alpha1.CleanupPolicy{live, gone, idleDefault, busyDefault} {
 		r.tracker(p)
 	}
@@ -110,7 +109,7 @@ func TestTrackersOfDeletedPoliciesAreDropped(t *testing.T) {
 		kept = append(kept, k.String())
 	}
 	if len(kept) != 2 || r.trackers[client.ObjectKeyFromObject(live)] == nil || r.trackers[client.ObjectKeyFromObject(busyDefault)] == nil {
-		t.Errorf("trackers after the sweep: %v, want a/live and c/%s", kept, defaultPolicyName)
+		t.Errorf("trackers after the sweep: %v, want a/live and c/%s", kept, cleanup.DefaultPolicyName)
 	}
 }
 

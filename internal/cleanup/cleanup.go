@@ -188,3 +188,25 @@ func OverHistory(limiting *arbiterv1alpha1.CleanupPolicy, policies []arbiterv1al
 	})
 	return zombies[:len(zombies)-limit]
 }
+
+// DefaultPolicyName names the operator-wide default policy in events and
+// logs. No CleanupPolicy can have it: it is no DNS subdomain.
+const DefaultPolicyName = "--default-cleanup-strategy"
+
+// DefaultPolicy is the operator-wide default (--default-cleanup-strategy)
+// in a namespace: it governs the operations no CleanupPolicy selects, with
+// the strategy's default retention, Rejected and Failed as zombies and 200
+// deletions a second. It is no object of the cluster and has no report.
+func DefaultPolicy(namespace string, strategy arbiterv1alpha1.CleanupStrategy) *arbiterv1alpha1.CleanupPolicy {
+	return &arbiterv1alpha1.CleanupPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: DefaultPolicyName},
+		Spec: arbiterv1alpha1.CleanupPolicySpec{
+			Strategy:              strategy,
+			Phases:                []arbiterv1alpha1.ZombiePhase{"Rejected", "Failed"},
+			MaxDeletionsPerSecond: 200,
+		},
+	}
+}
+
+// IsDefault reports whether p is the operator-wide default policy.
+func IsDefault(p *arbiterv1alpha1.CleanupPolicy) bool { return p.Name == DefaultPolicyName }

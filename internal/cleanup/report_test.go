@@ -1,0 +1,156 @@
+package cleanup
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+)
+
+func TestPolicyReport(t *testing.T) {
+	audit := map[string]string{"team": "audit"}
+	now := t0.Add(time.Hour)
+	// "all" governs what "audit" (older) does not select.
+	auditPolicy := policy("audit", -time.Hour, func(s *arbiterv1alpha1.CleanupPolicySpec) {
+		s.Selector = &metav1.LabelSelector{MatchLabels: audit}
+	})
+	all := policy("all", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) {
+		s.Health.MaxZombies = ptr.To[int32](2)
+		s.Health.MaxZombieAge = &metav1.Duration{Duration: 2 * time.Hour}
+	})
+	policies := []arbiterv1alpha1.CleanupPolicy{all, auditPolicy}
+	ops := func(list ...*arbiterv1alpha1.ConflictResolutionOperation) []arbiterv1alpha1.ConflictResolutionOperation {
+		var out []arbiterv1alpha1.ConflictResolutionOperation
+		for _, op := range list {
+			out = append(out, *op)
+		}
+		return out
+	}
+	kept := annotated(finished("kept", arbiterv1alpha1.PhaseRejected, -30*time.Minute, nil), arbiterv1alpha1.KeepAnnotation, "true")
+	sweptAt := metav1.NewTime(t0)
+	recorded := all.DeepCopy()
+	recorded.Status = PolicyReport(recorded, policies, nil, Figures{}, t0).Status
+
+	tests := []struct {
+		name     string
+		policy   *arbiterv1alpha1.CleanupPolicy
+		finished []arbiterv1alpha1.ConflictResolutionOperation
+		figures  Figures
+		// want: zombies, oldest age (s), health, issues, overlapping, refresh
+		want string
+		// wantNS: the namespace's zombies by phase and oldest age, for metrics
+		wantNS string
+	}{
+		{"counts the zombies it governs, held ones too, not Succeeded ones nor another policy's, which it overlaps",
+			&all, ops(
+				finished("r", arbiterv1alpha1.PhaseRejected, 0, nil),
+				kept,
+				finished("ok", arbiterv1alpha1.PhaseSucceeded, -2*time.Hour, nil),
+				finished("theirs", arbiterv1alpha1.PhaseFailed, -3*time.Hour, audit)),
+			Figures{},
+			"2 5400 Healthy [] true 30s", "map[Failed:1 Rejected:2] 4h0m0s"},
+		{"Degraded above maxZombies",
+			&all, ops(
+				finished("a", arbiterv1alpha1.PhaseRejected, 0, nil),
+				finished("b", arbiterv1alpha1.PhaseRejected, 0, nil),
+				finished("c", arbiterv1alpha1.PhaseFailed, 0, nil)),
+			Figures{},
+			"3 3600 Degraded [High zombie count: 3 (threshold 2)] false 30s", "map[Failed:1 Rejected:2] 1h0m0s"},
+		{"Degraded past maxZombieAge",
+			&all, ops(finished("old", arbiterv1alpha1.PhaseRejected, -2*time.Hour, nil)),
+			Figures{},
+			"1 10800 Degraded [Oldest zombie is 3h0m0s old (threshold 2h0m0s)] false 30s", "map[Rejected:1] 3h0m0s"},
+		{"on the timer while the oldest zombie is far from maxZombieAge",
+			&all, ops(finished("aging", arbiterv1alpha1.PhaseRejected, 50*time.Minute, nil)),
+			Figures{},
+			"1 600 Healthy [] false 30s", "map[Rejected:1] 10m0s"},
+		{"due sooner than the timer when the oldest is within it of maxZombieAge",
+			&all, ops(finished("aging", arbiterv1alpha1.PhaseRejected, -time.Hour+10*time.Second, nil)),
+			Figures{},
+			"1 7190 Healthy [] false 11s", "map[Rejected:1] 1h59m50s"},
+		{"Unhealthy when removals fail",
+			&all, nil, Figures{Failed: 3, FailureRatePercent: 60},
+			"0 0 Unhealthy [Cleanup failure rate 60% over the last 15m0s (threshold 10%)] false 30s", "map[] 0s"},
+		{"overlapping when an older policy governs some operation it selects",
+			&all, ops(finished("theirs", arbiterv1alpha1.PhaseFailed, 0, audit)),
+			Figures{},
+			"0 0 Healthy [] true 30s", "map[Failed:1] 1h0m0s"},
+		{"not overlapping when only it selects",
+			&auditPolicy, ops(finished("theirs", arbiterv1alpha1.PhaseFailed, 0, audit), finished("r", arbiterv1alpha1.PhaseRejected, 0, nil)),
+			Figures{},
+			"1 3600 Healthy [] false 30s", "map[Failed:1 Rejected:1] 1h0m0s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rep := PolicyReport(tt.policy, policies, tt.finished, tt.figures, now)
+			s := rep.Status
+			got := fmt.Sprintf("%d %d %s %v %v %v", s.Zombies, s.OldestZombieAgeSeconds, s.Health, s.Issues,
+				meta.IsStatusConditionTrue(s.Conditions, arbiterv1alpha1.PolicyOverlapping), rep.Refresh)
+			if got != tt.want {
+				t.Errorf("report %q, want %q", got, tt.want)
+			}
+			if ns := fmt.Sprintf("%v %v", rep.ZombiesByPhase, rep.OldestZombieAge); ns != tt.wantNS {
+				t.Errorf("namespace figures %q, want %q", ns, tt.wantNS)
+			}
+			healthy := meta.IsStatusConditionTrue(s.Conditions, arbiterv1alpha1.PolicyHealthy)
+			if healthy != (s.Health == arbiterv1alpha1.HealthHealthy) || !meta.IsStatusConditionTrue(s.Conditions, arbiterv1alpha1.PolicyReady) {
+				t.Errorf("conditions %+v do not match health %s", s.Conditions, s.Health)
+			}
+		})
+	}
+
+	t.Run("totals add what was not yet recorded; the latency is kept without new samples", func(t *testing.T) {
+		p := all.DeepCopy()
+		p.Status.CleanedTotal, p.Status.CleanupFailuresTotal = 10, 1
+		lat := &arbiterv1alpha1.CleanupLatency{P50: &metav1.Duration{Duration: time.Second}, P99: &metav1.Duration{Duration: 2 * time.Second}}
+		p.Status.CleanupLatency = lat
+		s := PolicyReport(p, policies, nil, Figures{Cleaned: 5, Failed: 2}, now).Status
+		if s.CleanedTotal != 15 || s.CleanupFailuresTotal != 3 || s.CleanupLatency == nil || *s.CleanupLatency.P99 != *lat.P99 {
+			t.Errorf("totals %d/%d latency %v, want 15/3 and the recorded latency", s.CleanedTotal, s.CleanupFailuresTotal, s.CleanupLatency)
+		}
+		var l Latencies
+		l.Add(3 * time.Second)
+		s = PolicyReport(p, policies, nil, Figures{Latency: LatencyOf(&l)}, now).Status
+		if s.CleanupLatency.P50.Duration != 3*time.Second || s.CleanupLatency.P99.Duration != 3*time.Second {
+			t.Errorf("latency %v, want 3s", s.CleanupLatency)
+		}
+	})
+
+	t.Run("unchanged but for time: not written, the sweep time kept", func(t *testing.T) {
+		p := recorded.DeepCopy()
+		p.Status.LastSweepTime = &sweptAt
+		if rep := PolicyReport(p, policies, nil, Figures{}, now); rep.Changed || !rep.Status.LastSweepTime.Equal(&sweptAt) {
+			t.Errorf("an unchanged report is to be written: %v, sweep %v", rep.Changed, rep.Status.LastSweepTime)
+		}
+		rep := PolicyReport(p, policies, nil, Figures{Cleaned: 1}, now)
+		if !rep.Changed || !rep.Status.LastSweepTime.Time.Equal(now) {
+			t.Errorf("a changed report: written %v, sweep %v, want true at %v", rep.Changed, rep.Status.LastSweepTime, now)
+		}
+		if p.Status.CleanedTotal != 0 {
+			t.Error("the report changed the policy it read")
+		}
+	})
+}
+
+func TestDefaultPolicy(t *testing.T) {
+	p := DefaultPolicy("bank", arbiterv1alpha1.CleanupDeferred)
+	if !IsDefault(p) || p.Namespace != "bank" {
+		t.Fatalf("DefaultPolicy = %+v", p)
+	}
+	if named := policy(DefaultPolicyName[2:], 0, nil); IsDefault(&named) {
+		t.Error("a CleanupPolicy is taken for the default")
+	}
+	op := finished("op", arbiterv1alpha1.PhaseFailed, 0, nil)
+	want := Verdict{Zombie: true, Removable: true, At: t0.Add(30 * time.Minute), Why: "Failed zombie, Deferred strategy, retention 30m0s"}
+	if v := Judge(p, op); fmt.Sprint(v) != fmt.Sprint(want) {
+		t.Errorf("Judge under the default = %+v, want %+v", v, want)
+	}
+	if v := Judge(p, finished("op", arbiterv1alpha1.PhaseCancelled, 0, nil)); v.Zombie {
+		t.Error("the default takes Cancelled for a zombie")
+	}
+}
