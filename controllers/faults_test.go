@@ -46,10 +46,12 @@ type faultInjector struct {
 	allowedBeforeConflicts map[string]int
 	// applyWrites counts the manager's target writes, by operation UID.
 	applyWrites map[string]int
+	// conflictsGiven counts the 409s injected, by operation UID.
+	conflictsGiven map[string]int
 }
 
 func newFaultInjector() *faultInjector {
-	return &faultInjector{conflictsOnApply: map[string]int{}, conflictsOnRollback: map[string]bool{}, blockSucceeded: map[string]bool{}, applyWrites: map[string]int{}, allowedBeforeConflicts: map[string]int{}}
+	return &faultInjector{conflictsOnApply: map[string]int{}, conflictsOnRollback: map[string]bool{}, blockSucceeded: map[string]bool{}, applyWrites: map[string]int{}, allowedBeforeConflicts: map[string]int{}, conflictsGiven: map[string]int{}}
 }
 
 func (f *faultInjector) conflictOnApply(uid string, times int) {
@@ -123,6 +125,7 @@ func (f *faultInjector) handleTargetWrite(_ context.Context, req admission.Reque
 			if n > 0 {
 				f.conflictsOnApply[uid] = n - 1
 			}
+			f.conflictsGiven[uid]++
 			return conflict()
 		}
 		if n, ok := f.allowedBeforeConflicts[uid]; ok {
@@ -155,6 +158,13 @@ func (f *faultInjector) handleStatusWrite(_ context.Context, req admission.Reque
 		return admission.Denied("the manager is gone before this status write lands (injected by the test)")
 	}
 	return admission.Allowed("")
+}
+
+// conflicts is how many 409s the injector gave writes applying uid.
+func (f *faultInjector) conflicts(uid string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.conflictsGiven[uid]
 }
 
 // writesApplying is how many target writes applying uid the API server admitted.

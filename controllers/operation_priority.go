@@ -28,6 +28,9 @@ func (r *OperationReconciler) effectivePriority(ctx context.Context, op *arbiter
 	priority = op.Spec.Priority
 	chain := []string{op.Name}
 	seen := map[string]bool{op.Name: true}
+	// The whole chain is read, past a parent that lends nothing, so that a
+	// cycle fails every operation in it whatever state the others are in.
+	lending := true
 	for cur := op; cur.Spec.ParentRef != nil; {
 		name := cur.Spec.ParentRef.Name
 		chain = append(chain, name)
@@ -38,17 +41,22 @@ func (r *OperationReconciler) effectivePriority(ctx context.Context, op *arbiter
 		parent := &arbiterv1alpha1.ConflictResolutionOperation{}
 		if err := r.Client.Get(ctx, types.NamespacedName{Namespace: op.Namespace, Name: name}, parent); err != nil {
 			if apierrors.IsNotFound(err) {
-				return priority, fmt.Sprintf("parentRef %s not found, so it lends no priority", name), nil
+				if lending {
+					note = fmt.Sprintf("parentRef %s not found, so it lends no priority", name)
+				}
+				return priority, note, nil
 			}
 			return 0, "", fmt.Errorf("reading parent %s: %w", name, err)
 		}
-		if why := whyNotLending(op, parent); why != "" {
-			return priority, fmt.Sprintf("parentRef %s lends no priority: %s", name, why), nil
+		if why := whyNotLending(op, parent); lending && why != "" {
+			lending, note = false, fmt.Sprintf("parentRef %s lends no priority: %s", name, why)
 		}
-		priority = max(priority, parent.Spec.Priority)
+		if lending {
+			priority = max(priority, parent.Spec.Priority)
+		}
 		cur = parent
 	}
-	return priority, "", nil
+	return priority, note, nil
 }
 
 // whyNotLending says why parent may not lend its priority to op, or "".

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"testing"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -97,6 +98,9 @@ func startManager() func() {
 	cleaner := NewCleanupReconciler(mgr, 4, DefaultStrategyNone)
 	Expect(cleaner.SetupWithManager(mgr)).To(Succeed())
 	operations := NewOperationReconciler(mgr, 8)
+	// Access answers are reused for a second, not ten: a revocation spec
+	// need not wait out the production TTL.
+	operations.Authz.TTL = time.Second
 	operations.Meet = cleaner.MeetTargets
 	Expect(operations.SetupWithManager(mgr)).To(Succeed())
 

@@ -5,6 +5,7 @@
 package authz
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -39,6 +40,8 @@ func (d *Denied) Error() string { return d.Message }
 type Checker struct {
 	Client client.Client
 	Mapper meta.RESTMapper
+	// TTL is how long an answer is reused; decisionTTL when zero.
+	TTL time.Duration
 
 	mu    sync.Mutex
 	cache map[string]cached
@@ -58,7 +61,8 @@ func (c *Checker) Check(ctx context.Context, op *arbiterv1alpha1.ConflictResolut
 	who := op.Spec.RequestedBy
 	if who == nil || who.Username == "" {
 		return &Denied{Message: "spec.requestedBy is not set, so arbiter cannot act for anyone (fail closed); " +
-			"the arbiter-requested-by MutatingAdmissionPolicy stamps it at creation"}
+			"arbiter's mutating webhook stamps it at creation (and the arbiter-requested-by MutatingAdmissionPolicy, where served): " +
+			"is the arbiter-mutating-webhook-configuration installed?"}
 	}
 	for _, t := range op.Spec.Targets {
 		gv, err := schema.ParseGroupVersion(t.APIVersion)
@@ -95,7 +99,8 @@ func (c *Checker) review(ctx context.Context, who *arbiterv1alpha1.RequesterInfo
 		attrs.Verb, attrs.Group, attrs.Resource, attrs.Namespace, attrs.Name}, "\x00")
 	now := time.Now()
 	c.mu.Lock()
-	if d, ok := c.cache[key]; ok && now.Sub(d.at) < decisionTTL {
+	ttl := cmp.Or(c.TTL, decisionTTL)
+	if d, ok := c.cache[key]; ok && now.Sub(d.at) < ttl {
 		c.mu.Unlock()
 		return d.allowed, d.reason, nil
 	}
