@@ -29,7 +29,9 @@ import (
 )
 
 // metRecords and reportedRecords bound what the cleanup controller
-// remembers per zombie; about 100 bytes each.
+// remembers per zombie, some 200 bytes a record: at most 3 and 13 MiB, a
+// fraction of what the cache holds for as many zombies. Tickets need no
+// bound of their own: one per zombie waiting for a token, dropped as it goes.
 const (
 	metRecords      = 16384
 	reportedRecords = 65536
