@@ -63,10 +63,10 @@ var _ = Describe("Hostile input", Label("faults"), Ordered, func() {
 	})
 
 	DescribeTable("fails at run time with the target untouched and the manager healthy",
-		func(name, params string, target func() map[string]any, wantMessage string) {
+		func(name, params string, target func() map[string]any, reason, wantMessage string) {
 			_, err := kubectlWithInput(operation(name, params, target()), "create", "-f", "-")
 			Expect(err).NotTo(HaveOccurred())
-			expectPhase(ns, name, arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonInvalidMutation)
+			expectPhase(ns, name, arbiterv1alpha1.PhaseFailed, reason)
 			op := &arbiterv1alpha1.ConflictResolutionOperation{}
 			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, op)).To(Succeed())
 			Expect(op.Status.Message).To(ContainSubstring(wantMessage))
@@ -77,13 +77,26 @@ var _ = Describe("Hostile input", Label("faults"), Ordered, func() {
 			Expect(cm.Data).To(Equal(map[string]string{"mode": "calm"}))
 			Expect(cm.Annotations).NotTo(HaveKey(arbiterv1alpha1.AppliedAnnotation))
 			Expect(httpGet("http://" + manager.probeAddr + "/healthz")).To(Equal("ok"))
+			// The manager's memory stays within what its Deployment allows.
+			peak := manager.peakResidentBytes()
+			fmt.Fprintf(GinkgoWriter, "%s: the manager's peak resident set is %d MiB\n", name, peak>>20)
+			Expect(peak).To(BeNumerically("<", managerMemoryLimit))
 		},
 		Entry("CEL whose cost explodes (a 2000 x 2000 product)", "quadratic",
 			`{"xs": [`+strings.TrimSuffix(strings.Repeat("1,", 2000), ",")+`]}`,
 			func() map[string]any {
 				return account(`[JSONPatch{op: "replace", path: "/spec/balance", value: size(params.xs.map(a, params.xs.map(b, a * b)))}]`)
 			},
-			"cost limit exceeded"),
+			arbiterv1alpha1.ReasonInvalidMutation, "cost limit exceeded"),
+		Entry("a JSON Patch copy bomb (30 copies of /data into itself, 2^30 times its size)", "copy-bomb", `{}`,
+			func() map[string]any {
+				var ops []any
+				for k := range 30 {
+					ops = append(ops, map[string]any{"op": "copy", "from": "/data", "path": fmt.Sprintf("/data/c%d", k)})
+				}
+				return map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "name": "settings", "jsonPatch": ops}
+			},
+			arbiterv1alpha1.ReasonMutationTooLarge, "over arbiter's limit of 1572864 bytes"),
 		Entry("huge params copied into a target beyond what the API server stores", "bloat",
 			`{"s":"`+strings.Repeat("x", 200*1024)+`"}`,
 			func() map[string]any {
@@ -93,7 +106,7 @@ var _ = Describe("Hostile input", Label("faults"), Ordered, func() {
 				}
 				return map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "name": "settings", "expression": "[" + strings.Join(patches, ", ") + "]"}
 			},
-			"The API server refused the mutated ConfigMap"),
+			arbiterv1alpha1.ReasonInvalidMutation, "The API server refused the mutated ConfigMap"),
 	)
 
 	It("still applies an ordinary operation afterwards", func() {

@@ -134,6 +134,27 @@ func (m *managerProcess) metric(name string) float64 {
 	return 0
 }
 
+// managerMemoryLimit is the memory limit of the manager's Deployment
+// (config/manager): past it, a pod is OOM-killed.
+const managerMemoryLimit = 512 << 20
+
+// peakResidentBytes is the manager's peak resident set since it started
+// (VmHWM), read from /proc.
+func (m *managerProcess) peakResidentBytes() int64 {
+	GinkgoHelper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.cmd.Process.Pid))
+	Expect(err).NotTo(HaveOccurred())
+	for line := range strings.Lines(string(status)) {
+		if kb, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			v, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")), 10, 64)
+			Expect(err).NotTo(HaveOccurred(), line)
+			return v << 10
+		}
+	}
+	Fail("no VmHWM in /proc status")
+	return 0
+}
+
 func (m *managerProcess) stop() {
 	_ = m.cmd.Process.Signal(syscall.SIGTERM)
 	Eventually(m.done, util.Timeout).Should(BeClosed())
