@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -10,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -187,73 +185,6 @@ func (r *OperationReconciler) stage(ctx context.Context, op *arbiterv1alpha1.Con
 	return r.onWon(ctx, op, st, v)
 }
 
-// admit decides whether an operation may be arbitrated at all: not
-// cancelled, not timed out, a parentRef chain without a cycle, targets of
-// its own namespace, and a requester who may carry it out. It finishes the
-// operation (refused) when not.
-func (r *OperationReconciler) admit(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (st staged, refused bool, err error) {
-	refuse := func(phase arbiterv1alpha1.OperationPhase, reason, message string) (staged, bool, error) {
-		r.Arbiter.Forget(key(op))
-		return staged{}, true, r.finish(ctx, op, phase, reason, message, nil)
-	}
-	switch {
-	case op.Annotations[arbiterv1alpha1.CancelAnnotation] == "true":
-		return refuse(arbiterv1alpha1.PhaseCancelled, arbiterv1alpha1.ReasonCancelled,
-			"Cancelled with the "+arbiterv1alpha1.CancelAnnotation+" annotation before it executed")
-	case !r.now().Before(op.Deadline()):
-		return refuse(arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonTimeout,
-			fmt.Sprintf("Not applied within its timeout of %s", op.Spec.TimeoutOrDefault()))
-	}
-	st.priority, st.note, err = r.effectivePriority(ctx, op)
-	if cycle := (*parentCycleError)(nil); errors.As(err, &cycle) {
-		return refuse(arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonInvalidParent, cycle.Error())
-	} else if err != nil {
-		return st, false, err
-	}
-	// Only an operation its requester may carry out enters a batch: a
-	// forbidden one must never win, nor make anyone else lose. A queued one
-	// was checked before it entered; it is checked again when it wins.
-	if op.Status.Phase != arbiterv1alpha1.PhaseQueued {
-		if f, err := r.checkTargets(ctx, op); err != nil || f != nil {
-			if f != nil {
-				return refuse(arbiterv1alpha1.PhaseFailed, f.Reason, f.Message)
-			}
-			return st, false, err
-		}
-	}
-	return st, false, nil
-}
-
-// checkTargets returns a Failure when a target is cluster-scoped or the
-// requester may not get and update it, an error when that could not be
-// found out.
-func (r *OperationReconciler) checkTargets(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (*execute.Failure, error) {
-	for _, t := range op.Spec.Targets {
-		gv, err := schema.ParseGroupVersion(t.APIVersion)
-		if err != nil {
-			return &execute.Failure{Reason: arbiterv1alpha1.ReasonInvalidMutation, Message: fmt.Sprintf("Target apiVersion %q: %v", t.APIVersion, err)}, nil
-		}
-		mapping, err := r.Authz.Mapper.RESTMapping(gv.WithKind(t.Kind).GroupKind(), gv.Version)
-		switch {
-		case meta.IsNoMatchError(err):
-			return &execute.Failure{Reason: arbiterv1alpha1.ReasonTargetNotFound,
-				Message: fmt.Sprintf("%s %s: the kind is not served by the API server", t.APIVersion, t.Kind)}, nil
-		case err != nil:
-			return nil, fmt.Errorf("mapping %s %s: %w", t.APIVersion, t.Kind, err)
-		case mapping.Scope.Name() != meta.RESTScopeNameNamespace:
-			// The request would name no namespace: a cluster-scoped object
-			// is no one namespace's to change, whatever RBAC a namespace grants.
-			return &execute.Failure{Reason: arbiterv1alpha1.ReasonClusterScopedTarget,
-				Message: fmt.Sprintf("%s %s is cluster-scoped; an operation may change objects of its own namespace only", t.Kind, t.Name)}, nil
-		}
-	}
-	err := r.Authz.Check(ctx, op)
-	if denied := (*authz.Denied)(nil); errors.As(err, &denied) {
-		return &execute.Failure{Reason: arbiterv1alpha1.ReasonForbidden, Message: denied.Message}, nil
-	}
-	return nil, err
-}
-
 // onLost ends an operation that lost its batch.
 func (r *OperationReconciler) onLost(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation, st staged, v staging.Verdict) error {
 	metrics.StagingBatchSize.Observe(float64(v.BatchSize))
@@ -313,137 +244,6 @@ func (r *OperationReconciler) onWon(ctx context.Context, op *arbiterv1alpha1.Con
 	r.Arbiter.Started(id, now, op.Spec.GracePeriodOrDefault())
 	r.Recorder.Eventf(op, nil, corev1.EventTypeNormal, arbiterv1alpha1.ReasonStaged, "Stage", "Won staging among %d operations", max(v.BatchSize, 1))
 	return r.execute(ctx, op)
-}
-
-// execute applies an Executing operation, or goes on with it after a
-// backoff, and records the outcome.
-func (r *OperationReconciler) execute(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (ctrl.Result, error) {
-	id := key(op)
-	started := r.now()
-	if op.Status.StartedAt != nil {
-		started = op.Status.StartedAt.Time
-	}
-	grace := op.Spec.GracePeriodOrDefault()
-	// Normally already held; after a restart, recover() registered it.
-	if !r.Arbiter.Hold(contender(op, op.Status.EffectivePriority, r.stagedAt(op)), started, grace) {
-		// Another operation holds a target: never two executors at once.
-		return ctrl.Result{RequeueAfter: notReadyRetry}, nil
-	}
-	var params []byte
-	if op.Spec.Params != nil {
-		params = op.Spec.Params.Raw
-	}
-	res, err := r.Executor.Execute(ctx, execute.Request{
-		UID:        string(op.UID),
-		Namespace:  op.Namespace,
-		Targets:    op.Spec.Targets,
-		Params:     params,
-		Backoff:    execute.BackoffFor(op.Spec.OCC),
-		Stop:       func() *execute.Failure { return r.stopReason(ctx, op) },
-		OnConflict: metrics.OCCConflictsTotal.Inc,
-	}, r.executions.of(op))
-	if err != nil {
-		return ctrl.Result{}, fmt.Errorf("executing: %w", err)
-	}
-	if !res.Done() {
-		// Backing off after a 409: called again then, or sooner by a
-		// preemption or a deletion; never after the deadline.
-		next := res.RetryAt
-		if deadline := op.Deadline(); deadline.Before(next) {
-			next = deadline
-		}
-		return ctrl.Result{RequeueAfter: max(next.Sub(r.now()), time.Millisecond)}, nil
-	}
-	if retries := res.Attempts - int32(len(res.Targets)); retries > 0 && res.Failure == nil {
-		r.Recorder.Eventf(op, nil, corev1.EventTypeNormal, "Retrying", "Execute", "Retried after %d conflicts with other writers", retries)
-	}
-	if err := r.recordOutcome(ctx, op, res); err != nil {
-		return ctrl.Result{}, err
-	}
-	r.executions.drop(client.ObjectKeyFromObject(op))
-	r.Arbiter.Forget(id)
-	return ctrl.Result{}, r.releaseFinalizer(ctx, op)
-}
-
-// stopReason says why an execution must stop before its next write:
-// preempted, deleted, or past its deadline.
-func (r *OperationReconciler) stopReason(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) *execute.Failure {
-	if by, ok := r.Arbiter.Preempted(key(op)); ok {
-		return &execute.Failure{Reason: arbiterv1alpha1.ReasonPreempted,
-			Message: fmt.Sprintf("Preempted by %s, of higher priority, after its grace period of %s", nameOf(by), op.Spec.GracePeriodOrDefault())}
-	}
-	current := &arbiterv1alpha1.ConflictResolutionOperation{}
-	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(op), current); err == nil && !current.DeletionTimestamp.IsZero() {
-		return &execute.Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}
-	}
-	if !r.now().Before(op.Deadline()) {
-		return &execute.Failure{Reason: arbiterv1alpha1.ReasonTimeout,
-			Message: fmt.Sprintf("Not applied within its timeout of %s", op.Spec.TimeoutOrDefault())}
-	}
-	return nil
-}
-
-// recordOutcome writes an execution's terminal status.
-func (r *OperationReconciler) recordOutcome(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation, res execute.Result) error {
-	record := func(op *arbiterv1alpha1.ConflictResolutionOperation) { recordTargets(op, res) }
-	switch f := res.Failure; {
-	case f == nil:
-		msg := fmt.Sprintf("Applied to %d target(s) in %d write attempt(s)", len(res.Targets), op.Status.Attempts+res.Attempts)
-		return r.finish(ctx, op, arbiterv1alpha1.PhaseSucceeded, arbiterv1alpha1.ReasonApplied, msg, record)
-	case f.Reason == arbiterv1alpha1.ReasonPreempted:
-		by, _ := r.Arbiter.Preempted(key(op))
-		return r.finish(ctx, op, arbiterv1alpha1.PhaseRejected, f.Reason, f.Message, func(op *arbiterv1alpha1.ConflictResolutionOperation) {
-			record(op)
-			op.Status.Winner = nameOf(by)
-		})
-	}
-	return r.finish(ctx, op, arbiterv1alpha1.PhaseFailed, res.Failure.Reason, res.Failure.Message, record)
-}
-
-// releaseFinalizer removes arbiter's finalizer once nothing is left to roll back.
-func (r *OperationReconciler) releaseFinalizer(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) error {
-	if !controllerutil.ContainsFinalizer(op, arbiterv1alpha1.CleanupFinalizer) {
-		return nil
-	}
-	orig := op.DeepCopy()
-	controllerutil.RemoveFinalizer(op, arbiterv1alpha1.CleanupFinalizer)
-	if err := r.Client.Patch(ctx, op, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
-		return client.IgnoreNotFound(fmt.Errorf("removing the cleanup finalizer: %w", err))
-	}
-	return nil
-}
-
-// finish records a terminal phase in one status write, with its condition,
-// event and metrics.
-func (r *OperationReconciler) finish(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation,
-	phase arbiterv1alpha1.OperationPhase, reason, message string, mutate func(*arbiterv1alpha1.ConflictResolutionOperation)) error {
-	now := r.now()
-	err := r.patchStatus(ctx, op, func(op *arbiterv1alpha1.ConflictResolutionOperation) {
-		if mutate != nil {
-			mutate(op)
-		}
-		markFinished(op, phase, reason, message, now)
-	})
-	if err != nil {
-		return fmt.Errorf("recording %s status: %w", phase, err)
-	}
-	r.finished.add(op.UID, now)
-
-	eventType := corev1.EventTypeNormal
-	if phase == arbiterv1alpha1.PhaseFailed {
-		eventType = corev1.EventTypeWarning
-	}
-	// Events say the transition (Succeeded, Rejected, Preempted, Failed,
-	// Cancelled); the note carries the reason.
-	eventReason := string(phase)
-	if reason == arbiterv1alpha1.ReasonPreempted {
-		eventReason = reason
-	}
-	r.Recorder.Eventf(op, nil, eventType, eventReason, string(phase), "%s: %s", reason, message)
-	metrics.OperationsTotal.WithLabelValues(op.Namespace, op.Spec.Function, string(phase), reason).Inc()
-	metrics.OperationDuration.Observe(now.Sub(op.CreationTimestamp.Time).Seconds())
-	ctrl.LoggerFrom(ctx).V(1).Info("Operation finished", "phase", phase, "reason", reason, "message", message)
-	return nil
 }
 
 // contender is the operation as the arbiter sees it.

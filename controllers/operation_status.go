@@ -5,6 +5,12 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/arbiter-dev/arbiter/internal/metrics"
+
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -92,6 +98,52 @@ func setStaged(op *arbiterv1alpha1.ConflictResolutionOperation, note string) {
 	}
 	meta.SetStatusCondition(&op.Status.Conditions, metav1.Condition{Type: arbiterv1alpha1.OperationStaged, Status: metav1.ConditionTrue,
 		Reason: arbiterv1alpha1.ReasonStaged, Message: msg, ObservedGeneration: op.Generation})
+}
+
+// releaseFinalizer removes arbiter's finalizer once nothing is left to roll back.
+func (r *OperationReconciler) releaseFinalizer(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) error {
+	if !controllerutil.ContainsFinalizer(op, arbiterv1alpha1.CleanupFinalizer) {
+		return nil
+	}
+	orig := op.DeepCopy()
+	controllerutil.RemoveFinalizer(op, arbiterv1alpha1.CleanupFinalizer)
+	if err := r.Client.Patch(ctx, op, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		return client.IgnoreNotFound(fmt.Errorf("removing the cleanup finalizer: %w", err))
+	}
+	return nil
+}
+
+// finish records a terminal phase in one status write, with its condition,
+// event and metrics.
+func (r *OperationReconciler) finish(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation,
+	phase arbiterv1alpha1.OperationPhase, reason, message string, mutate func(*arbiterv1alpha1.ConflictResolutionOperation)) error {
+	now := r.now()
+	err := r.patchStatus(ctx, op, func(op *arbiterv1alpha1.ConflictResolutionOperation) {
+		if mutate != nil {
+			mutate(op)
+		}
+		markFinished(op, phase, reason, message, now)
+	})
+	if err != nil {
+		return fmt.Errorf("recording %s status: %w", phase, err)
+	}
+	r.finished.add(op.UID, now)
+
+	eventType := corev1.EventTypeNormal
+	if phase == arbiterv1alpha1.PhaseFailed {
+		eventType = corev1.EventTypeWarning
+	}
+	// Events say the transition (Succeeded, Rejected, Preempted, Failed,
+	// Cancelled); the note carries the reason.
+	eventReason := string(phase)
+	if reason == arbiterv1alpha1.ReasonPreempted {
+		eventReason = reason
+	}
+	r.Recorder.Eventf(op, nil, eventType, eventReason, string(phase), "%s: %s", reason, message)
+	metrics.OperationsTotal.WithLabelValues(op.Namespace, op.Spec.Function, string(phase), reason).Inc()
+	metrics.OperationDuration.Observe(now.Sub(op.CreationTimestamp.Time).Seconds())
+	ctrl.LoggerFrom(ctx).V(1).Info("Operation finished", "phase", phase, "reason", reason, "message", message)
+	return nil
 }
 
 // patchStatus applies mutate to op's status and writes it in one merge

@@ -1,0 +1,101 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/internal/execute"
+	"github.com/arbiter-dev/arbiter/internal/metrics"
+)
+
+// execute applies an Executing operation, or goes on with it after a
+// backoff, and records the outcome.
+func (r *OperationReconciler) execute(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (ctrl.Result, error) {
+	id := key(op)
+	started := r.now()
+	if op.Status.StartedAt != nil {
+		started = op.Status.StartedAt.Time
+	}
+	grace := op.Spec.GracePeriodOrDefault()
+	// Normally already held; after a restart, recover() registered it.
+	if !r.Arbiter.Hold(contender(op, op.Status.EffectivePriority, r.stagedAt(op)), started, grace) {
+		// Another operation holds a target: never two executors at once.
+		return ctrl.Result{RequeueAfter: notReadyRetry}, nil
+	}
+	var params []byte
+	if op.Spec.Params != nil {
+		params = op.Spec.Params.Raw
+	}
+	res, err := r.Executor.Execute(ctx, execute.Request{
+		UID:        string(op.UID),
+		Namespace:  op.Namespace,
+		Targets:    op.Spec.Targets,
+		Params:     params,
+		Backoff:    execute.BackoffFor(op.Spec.OCC),
+		Stop:       func() *execute.Failure { return r.stopReason(ctx, op) },
+		OnConflict: metrics.OCCConflictsTotal.Inc,
+	}, r.executions.of(op))
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("executing: %w", err)
+	}
+	if !res.Done() {
+		// Backing off after a 409: called again then, or sooner by a
+		// preemption or a deletion; never after the deadline.
+		next := res.RetryAt
+		if deadline := op.Deadline(); deadline.Before(next) {
+			next = deadline
+		}
+		return ctrl.Result{RequeueAfter: max(next.Sub(r.now()), time.Millisecond)}, nil
+	}
+	if retries := res.Attempts - int32(len(res.Targets)); retries > 0 && res.Failure == nil {
+		r.Recorder.Eventf(op, nil, corev1.EventTypeNormal, "Retrying", "Execute", "Retried after %d conflicts with other writers", retries)
+	}
+	if err := r.recordOutcome(ctx, op, res); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.executions.drop(client.ObjectKeyFromObject(op))
+	r.Arbiter.Forget(id)
+	return ctrl.Result{}, r.releaseFinalizer(ctx, op)
+}
+
+// stopReason says why an execution must stop before its next write:
+// preempted, deleted, or past its deadline.
+func (r *OperationReconciler) stopReason(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) *execute.Failure {
+	if by, ok := r.Arbiter.Preempted(key(op)); ok {
+		return &execute.Failure{Reason: arbiterv1alpha1.ReasonPreempted,
+			Message: fmt.Sprintf("Preempted by %s, of higher priority, after its grace period of %s", nameOf(by), op.Spec.GracePeriodOrDefault())}
+	}
+	current := &arbiterv1alpha1.ConflictResolutionOperation{}
+	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(op), current); err == nil && !current.DeletionTimestamp.IsZero() {
+		return &execute.Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}
+	}
+	if !r.now().Before(op.Deadline()) {
+		return &execute.Failure{Reason: arbiterv1alpha1.ReasonTimeout,
+			Message: fmt.Sprintf("Not applied within its timeout of %s", op.Spec.TimeoutOrDefault())}
+	}
+	return nil
+}
+
+// recordOutcome writes an execution's terminal status.
+func (r *OperationReconciler) recordOutcome(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation, res execute.Result) error {
+	record := func(op *arbiterv1alpha1.ConflictResolutionOperation) { recordTargets(op, res) }
+	switch f := res.Failure; {
+	case f == nil:
+		msg := fmt.Sprintf("Applied to %d target(s) in %d write attempt(s)", len(res.Targets), op.Status.Attempts+res.Attempts)
+		return r.finish(ctx, op, arbiterv1alpha1.PhaseSucceeded, arbiterv1alpha1.ReasonApplied, msg, record)
+	case f.Reason == arbiterv1alpha1.ReasonPreempted:
+		by, _ := r.Arbiter.Preempted(key(op))
+		return r.finish(ctx, op, arbiterv1alpha1.PhaseRejected, f.Reason, f.Message, func(op *arbiterv1alpha1.ConflictResolutionOperation) {
+			record(op)
+			op.Status.Winner = nameOf(by)
+		})
+	}
+	return r.finish(ctx, op, arbiterv1alpha1.PhaseFailed, res.Failure.Reason, res.Failure.Message, record)
+}
