@@ -172,17 +172,10 @@ func run(o options) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
-	if err := registry.Setup(context.Background(), mgr.GetFieldIndexer()); err != nil {
+	if err := controllers.Setup(context.Background(), mgr, controllers.Options{
+		OperationWorkers: o.operationWorkers, CleanupWorkers: o.cleanupWorkers, DefaultCleanupStrategy: o.defaultCleanupStrategy,
+	}); err != nil {
 		return err
-	}
-	cleaner := controllers.NewCleanupReconciler(mgr, o.cleanupWorkers, o.defaultCleanupStrategy)
-	if err := cleaner.SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the cleanup controller: %w", err)
-	}
-	operations := controllers.NewOperationReconciler(mgr, o.operationWorkers)
-	operations.Meet = cleaner.MeetTargets
-	if err := operations.SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the operation controller: %w", err)
 	}
 	if err := arbiterwebhook.SetupOperationWebhook(mgr); err != nil {
 		return fmt.Errorf("setting up the operation webhook: %w", err)

@@ -94,15 +94,10 @@ func startManager() func() {
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	Expect(err).NotTo(HaveOccurred())
-	Expect(registry.Setup(ctx, mgr.GetFieldIndexer())).To(Succeed())
-	cleaner := NewCleanupReconciler(mgr, 4, DefaultStrategyNone)
-	Expect(cleaner.SetupWithManager(mgr)).To(Succeed())
-	operations := NewOperationReconciler(mgr, 8)
 	// Access answers are reused for a second, not ten: a revocation spec
 	// need not wait out the production TTL.
-	operations.Authz.TTL = time.Second
-	operations.Meet = cleaner.MeetTargets
-	Expect(operations.SetupWithManager(mgr)).To(Succeed())
+	Expect(Setup(ctx, mgr, Options{OperationWorkers: 8, CleanupWorkers: 4, DefaultCleanupStrategy: DefaultStrategyNone,
+		AccessReviewTTL: time.Second})).To(Succeed())
 
 	mgrCtx, mgrCancel := context.WithCancel(ctx)
 	done := make(chan struct{})
