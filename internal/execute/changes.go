@@ -2,10 +2,13 @@ package execute
 
 import (
 	"fmt"
+	"math"
 	"maps"
 	"reflect"
 	"slices"
 	"strings"
+
+	"github.com/go-openapi/jsonpointer"
 )
 
 // change is one leaf an operation wrote: its value before and after. A
@@ -21,7 +24,7 @@ type change struct {
 func (c change) pointer() string {
 	escaped := make([]string, len(c.path))
 	for i, p := range c.path {
-		escaped[i] = strings.NewReplacer("~", "~0", "/", "~1").Replace(p)
+		escaped[i] = jsonpointer.Escape(p)
 	}
 	return "/" + strings.Join(escaped, "/")
 }
@@ -148,15 +151,19 @@ func revert(doc map[string]any, changes []change) (changed []string) {
 }
 
 // normalize makes numbers comparable whatever decoder produced them: an
-// object read back from the API server has int64 where the patched document
-// had float64.
+// object read back from the API server has int64 where a patched document
+// may have float64. Integers stay int64, so that two large ones never
+// compare equal by rounding to the same float.
 func normalize(v any) any {
 	switch n := v.(type) {
-	case int64:
-		return float64(n)
 	case int:
-		return float64(n)
+		return int64(n)
+	case int32:
+		return int64(n)
 	case float64:
+		if n == math.Trunc(n) && n >= math.MinInt64 && n < math.MaxInt64 {
+			return int64(n)
+		}
 		return n
 	case map[string]any:
 		out := make(map[string]any, len(n))
