@@ -50,13 +50,14 @@ else
   wait_for "Control plane" 120 $LOCAL/controlplane.pid test -s $KUBECONFIG_FILE
   echo "Control plane started (pid $(cat $LOCAL/controlplane.pid))"
 fi
-# The policy that stamps spec.requestedBy on every new operation.
+# Defence in depth: the policy stamps spec.requestedBy like the manager's
+# mutating webhook does, where the API server serves MutatingAdmissionPolicy.
 "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" apply -k config/admission >/dev/null
 
 if [ "$MANAGER" != "true" ]; then
   echo "Manager not started (MANAGER=$MANAGER). Run it yourself:"
   echo "  bin/manager ${MANAGER_ARGS[*]}"
-  echo "(operations cannot be created until it runs: its webhook checks them)"
+  echo "(operations cannot be created until it runs: its webhooks stamp and check them)"
 elif alive $LOCAL/manager.pid; then
   echo "Manager already running (pid $(cat $LOCAL/manager.pid))"
 else
@@ -66,8 +67,9 @@ else
   echo "Manager started (pid $(cat $LOCAL/manager.pid)); metrics at http://$METRICS_ADDR/metrics"
 fi
 
-# A new admission policy takes about a second to act: wait until a dry run
-# of an operation comes back stamped with its requester.
+# Wait until a dry run of an operation comes back stamped with its requester:
+# the API server reaches the manager's webhooks (and a new admission policy,
+# which takes about a second to act, does not refuse it).
 stamped() {
   [ -n "$("$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" create --dry-run=server -o 'jsonpath={.spec.requestedBy.username}' -f - 2>/dev/null <<'PROBE'
 apiVersion: arbiter.dev/v1alpha1
@@ -80,7 +82,7 @@ PROBE
 )" ]
 }
 if [ "$MANAGER" = "true" ]; then
-  wait_for "The requestedBy admission policy" 30 $LOCAL/manager.pid stamped
+  wait_for "requestedBy stamping" 30 $LOCAL/manager.pid stamped
 fi
 
 echo

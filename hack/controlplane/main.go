@@ -1,9 +1,10 @@
 // Command controlplane runs a local Kubernetes control plane (etcd and
 // kube-apiserver from bin/k8s) for `make up`, `make demo` and benchmarks. It
-// installs arbiter's CRDs, the sample target CRD and the admission webhook
-// configuration (with a fresh certificate for bin/manager), writes an admin
-// kubeconfig, and runs until it receives SIGINT or SIGTERM, then stops both
-// processes.
+// installs arbiter's CRDs, the sample target CRD and both webhook
+// configurations of config/webhook (the mutating one stamps requestedBy, the
+// validating one checks operations), pointed at bin/manager with a fresh
+// certificate, writes an admin kubeconfig, and runs until it receives SIGINT
+// or SIGTERM, then stops both processes.
 package main
 
 import (
@@ -23,7 +24,7 @@ func main() {
 		assets      = flag.String("assets", os.Getenv("KUBEBUILDER_ASSETS"), "Directory holding kube-apiserver, etcd and kubectl.")
 		crdDirs     = flag.String("crds", "config/crd/bases", "Comma-separated directories of CRDs to install.")
 		kubeconfig  = flag.String("write-kubeconfig", ".local/kubeconfig", "Where to write the admin kubeconfig.")
-		webhooks    = flag.String("webhooks", "config/webhook/manifests.yaml", "Admission webhook configuration to install, pointed at a webhook server on this machine.")
+		webhooks    = flag.String("webhooks", "config/webhook/manifests.yaml", "Admission webhook configurations (mutating and validating) to install, pointed at a webhook server on this machine.")
 		webhookPort = flag.Int("webhook-port", 19443, "Port of the local webhook server (bin/manager --webhook-port).")
 		certDir     = flag.String("webhook-cert-dir", ".local/webhook-certs", "Where to write the webhook server's certificate (bin/manager --webhook-cert-dir).")
 	)

@@ -1,8 +1,10 @@
-// Package webhook holds arbiter's admission webhooks. The CRD schema and its
-// CEL rules refuse every statically invalid manifest they can express; this
-// webhook refuses the rest before they are stored: CEL expressions that do
-// not compile, JSON Patch operations whose value is missing or misplaced, and
-// params too large or too deeply nested.
+// Package webhook holds arbiter's admission webhooks. The mutating webhook
+// stamps spec.requestedBy with the authenticated requester. The CRD schema
+// and its CEL rules refuse every statically invalid manifest they can
+// express; the validating webhook refuses the rest before they are stored:
+// CEL expressions that do not compile, JSON Patch operations whose value is
+// missing or misplaced, params too large or too deeply nested, and a
+// requestedBy that is not the requester.
 package webhook
 
 import (
@@ -21,24 +23,34 @@ import (
 
 // +kubebuilder:webhook:path=/validate-arbiter-dev-v1alpha1-conflictresolutionoperation,mutating=false,failurePolicy=fail,sideEffects=None,groups=arbiter.dev,resources=conflictresolutionoperations,verbs=create,versions=v1alpha1,name=vconflictresolutionoperation.arbiter.dev,admissionReviewVersions=v1
 
-// SetupOperationWebhook registers the ConflictResolutionOperation validator
-// with the manager's webhook server.
+// SetupOperationWebhook registers the ConflictResolutionOperation requester
+// stamper and validator with the manager's webhook server.
 func SetupOperationWebhook(mgr ctrl.Manager) error {
+	mgr.GetWebhookServer().Register(MutatePath, &admission.Webhook{Handler: RequesterStamper{}})
 	return ctrl.NewWebhookManagedBy(mgr, &arbiterv1alpha1.ConflictResolutionOperation{}).
 		WithValidator(OperationValidator{}).
 		Complete()
 }
 
-// OperationValidator refuses an operation whose mutations cannot compile or
-// whose params exceed arbiter's bounds.
+// OperationValidator refuses an operation whose mutations cannot compile,
+// whose params exceed arbiter's bounds, or whose requestedBy is not the user
+// creating it.
 // Only creation is checked: spec is immutable afterwards.
 type OperationValidator struct{}
 
 var _ admission.Validator[*arbiterv1alpha1.ConflictResolutionOperation] = OperationValidator{}
 
-// ValidateCreate checks params and compiles every target's mutation.
-func (OperationValidator) ValidateCreate(_ context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (admission.Warnings, error) {
+// ValidateCreate checks the requester and params and compiles every
+// target's mutation.
+func (OperationValidator) ValidateCreate(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (admission.Warnings, error) {
 	var errs field.ErrorList
+	ferr, err := checkRequester(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	if ferr != nil {
+		errs = append(errs, ferr)
+	}
 	if op.Spec.Params != nil {
 		if err := execute.CheckParams(op.Spec.Params.Raw); err != nil {
 			errs = append(errs, field.Invalid(field.NewPath("spec", "params"), field.OmitValueType{}, err.Error()))

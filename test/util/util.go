@@ -73,14 +73,16 @@ func CRDDirs() []string {
 	return []string{Path("config", "crd", "bases"), Path("config", "samples", "crds")}
 }
 
-// WebhookManifests is the generated admission webhook configuration, which
+// WebhookManifests is the generated admission webhook configuration, the
+// mutating webhook that stamps spec.requestedBy and the validating one, which
 // envtest installs pointing at a local webhook server with fresh certificates.
 func WebhookManifests() []string {
 	return []string{Path("config", "webhook", "manifests.yaml")}
 }
 
 // InstallAdmission creates the admission policies of config/admission (the
-// one that stamps spec.requestedBy), as `make up` and `make deploy` do.
+// one that stamps spec.requestedBy as defence in depth, besides the manager's
+// mutating webhook), as `make up` and `make deploy` do.
 // A new policy takes about a second to act: callers wait for it with
 // RequestedByStamped.
 func InstallAdmission(ctx context.Context, c client.Client) error {
@@ -106,8 +108,9 @@ func InstallAdmission(ctx context.Context, c client.Client) error {
 	}
 }
 
-// RequestedByStamped reports whether the admission policy stamps
-// spec.requestedBy yet, with a server-side dry run of a probe operation.
+// RequestedByStamped reports whether spec.requestedBy is stamped yet (by the
+// manager's mutating webhook or the admission policy), with a server-side dry
+// run of a probe operation.
 func RequestedByStamped(ctx context.Context, c client.Client) (bool, error) {
 	op := &arbiterv1alpha1.ConflictResolutionOperation{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: "probe-", Namespace: "default"},
