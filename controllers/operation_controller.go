@@ -3,14 +3,12 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -141,7 +139,7 @@ func (r *OperationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	op := &arbiterv1alpha1.ConflictResolutionOperation{}
 	if err := r.Client.Get(ctx, req.NamespacedName, op); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.Arbiter.Forget(req.String())
+			r.Arbiter.Forget(req.NamespacedName)
 			r.executions.drop(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -188,7 +186,7 @@ func (r *OperationReconciler) stage(ctx context.Context, op *arbiterv1alpha1.Con
 // onLost ends an operation that lost its batch.
 func (r *OperationReconciler) onLost(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation, st staged, v staging.Verdict) error {
 	metrics.StagingBatchSize.Observe(float64(v.BatchSize))
-	winner := nameOf(v.Winner)
+	winner := v.Winner.Name
 	err := r.finish(ctx, op, arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.ReasonLostStaging,
 		fmt.Sprintf("Lost staging to %s among %d operations on the same target", winner, v.BatchSize),
 		func(op *arbiterv1alpha1.ConflictResolutionOperation) { markRejected(op, st, winner) })
@@ -200,7 +198,7 @@ func (r *OperationReconciler) onLost(ctx context.Context, op *arbiterv1alpha1.Co
 
 // onQueued records an operation that lost a Queue batch; it waits its turn.
 func (r *OperationReconciler) onQueued(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation, st staged, v staging.Verdict) (ctrl.Result, error) {
-	winner := nameOf(v.Winner)
+	winner := v.Winner.Name
 	if err := r.patchStatus(ctx, op, func(op *arbiterv1alpha1.ConflictResolutionOperation) { markQueued(op, st, winner) }); err != nil {
 		return ctrl.Result{}, fmt.Errorf("recording queued status: %w", err)
 	}
@@ -271,13 +269,7 @@ func (r *OperationReconciler) stagedAt(op *arbiterv1alpha1.ConflictResolutionOpe
 	return r.now()
 }
 
-func key(op *arbiterv1alpha1.ConflictResolutionOperation) string {
-	return types.NamespacedName{Namespace: op.Namespace, Name: op.Name}.String()
-}
-
-// nameOf is the name in a namespace/name key: winners and preemptors are
-// always in the operation's own namespace.
-func nameOf(id string) string {
-	_, name, _ := strings.Cut(id, "/")
-	return name
+// key is how the arbiter knows an operation.
+func key(op *arbiterv1alpha1.ConflictResolutionOperation) staging.ID {
+	return client.ObjectKeyFromObject(op)
 }

@@ -70,7 +70,7 @@ func (r *OperationReconciler) execute(ctx context.Context, op *arbiterv1alpha1.C
 func (r *OperationReconciler) stopReason(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) *execute.Failure {
 	if by, ok := r.Arbiter.Preempted(key(op)); ok {
 		return &execute.Failure{Reason: arbiterv1alpha1.ReasonPreempted,
-			Message: fmt.Sprintf("Preempted by %s, of higher priority, after its grace period of %s", nameOf(by), op.Spec.GracePeriodOrDefault())}
+			Message: fmt.Sprintf("Preempted by %s, of higher priority, after its grace period of %s", by.Name, op.Spec.GracePeriodOrDefault())}
 	}
 	current := &arbiterv1alpha1.ConflictResolutionOperation{}
 	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(op), current); err == nil && !current.DeletionTimestamp.IsZero() {
@@ -94,7 +94,7 @@ func (r *OperationReconciler) recordOutcome(ctx context.Context, op *arbiterv1al
 		by, _ := r.Arbiter.Preempted(key(op))
 		return r.finish(ctx, op, arbiterv1alpha1.PhaseRejected, f.Reason, f.Message, func(op *arbiterv1alpha1.ConflictResolutionOperation) {
 			record(op)
-			op.Status.Winner = nameOf(by)
+			op.Status.Winner = by.Name
 		})
 	}
 	return r.finish(ctx, op, arbiterv1alpha1.PhaseFailed, res.Failure.Reason, res.Failure.Message, record)

@@ -3,13 +3,14 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/pager"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -35,8 +36,7 @@ func (r *OperationReconciler) Start(ctx context.Context) error {
 	for {
 		changed, next := r.Arbiter.Tick(r.now())
 		for _, id := range changed {
-			ns, name, _ := strings.Cut(id, "/")
-			op := &arbiterv1alpha1.ConflictResolutionOperation{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+			op := &arbiterv1alpha1.ConflictResolutionOperation{ObjectMeta: metav1.ObjectMeta{Namespace: id.Namespace, Name: id.Name}}
 			select {
 			case r.verdicts <- event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]{Object: op}:
 			case <-ctx.Done():
@@ -63,33 +63,35 @@ func (r *OperationReconciler) Start(ctx context.Context) error {
 func (r *OperationReconciler) recover(ctx context.Context) error {
 	// Read in pages: among tens of thousands of zombies, one list would hold
 	// them all, untrimmed, in memory at once.
-	for page := ""; ; {
-		var list arbiterv1alpha1.ConflictResolutionOperationList
-		err := r.APIReader.List(ctx, &list, client.Limit(recoverPageSize), client.Continue(page))
-		if apierrors.IsResourceExpired(err) && page != "" {
-			// The snapshot was compacted away mid-read: read again from the
-			// start; holding and requeueing again is harmless.
-			page = ""
-			continue
-		}
-		if err != nil {
+	p := pager.New(func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+		list := &arbiterv1alpha1.ConflictResolutionOperationList{}
+		return list, r.APIReader.List(ctx, list, &client.ListOptions{Raw: &opts})
+	})
+	p.PageSize = recoverPageSize
+	// Never one full list: when the snapshot is compacted away mid-read,
+	// read again from the start; holding and requeueing again is harmless.
+	p.FullListIfExpired = false
+	for {
+		err := p.EachListItem(ctx, metav1.ListOptions{}, func(obj runtime.Object) error {
+			r.register(obj.(*arbiterv1alpha1.ConflictResolutionOperation))
+			return nil
+		})
+		if !apierrors.IsResourceExpired(err) {
 			return err
 		}
-		for i := range list.Items {
-			op := &list.Items[i]
-			c := contender(op, op.Status.EffectivePriority, r.stagedAt(op))
-			switch op.Status.Phase {
-			case arbiterv1alpha1.PhaseExecuting:
-				// Its grace period starts anew: a recovered execution resumes now,
-				// and must not be preempted at once for the time the manager was down.
-				r.Arbiter.Hold(c, r.now(), op.Spec.GracePeriodOrDefault())
-			case arbiterv1alpha1.PhaseQueued:
-				r.Arbiter.Requeue(c)
-			}
-		}
-		if page = list.Continue; page == "" {
-			return nil
-		}
+	}
+}
+
+// register holds an executing operation's targets, or queues a queued one.
+func (r *OperationReconciler) register(op *arbiterv1alpha1.ConflictResolutionOperation) {
+	c := contender(op, op.Status.EffectivePriority, r.stagedAt(op))
+	switch op.Status.Phase {
+	case arbiterv1alpha1.PhaseExecuting:
+		// Its grace period starts anew: a recovered execution resumes now,
+		// and must not be preempted at once for the time the manager was down.
+		r.Arbiter.Hold(c, r.now(), op.Spec.GracePeriodOrDefault())
+	case arbiterv1alpha1.PhaseQueued:
+		r.Arbiter.Requeue(c)
 	}
 }
 

@@ -23,7 +23,7 @@ const (
 type Verdict struct {
 	Kind VerdictKind
 	// Winner names the operation that beat this one (Reject, Queue).
-	Winner string
+	Winner ID
 	// BatchSize is the number of contenders decided together (Win, Reject, Queue).
 	BatchSize int
 	// StagedAt is when the operation was first offered: its place in the order.
@@ -47,16 +47,16 @@ type member struct {
 	verdict  *Verdict
 	started  time.Time
 	grace    time.Duration
-	preempt  string
+	preempt  ID
 	released bool
 }
 
 type target struct {
 	// deadline is when the open batch closes; zero when none is open.
 	deadline time.Time
-	pending  map[string]bool
-	queued   map[string]bool
-	holder   string
+	pending  map[ID]bool
+	queued   map[ID]bool
+	holder   ID
 }
 
 // Arbiter keeps the staging state of every target in memory and decides
@@ -66,13 +66,13 @@ type target struct {
 type Arbiter struct {
 	mu      sync.Mutex
 	targets map[Key]*target
-	members map[string]*member
+	members map[ID]*member
 	changed chan struct{}
 }
 
 // NewArbiter returns an empty arbiter.
 func NewArbiter() *Arbiter {
-	return &Arbiter{targets: map[Key]*target{}, members: map[string]*member{}, changed: make(chan struct{}, 1)}
+	return &Arbiter{targets: map[Key]*target{}, members: map[ID]*member{}, changed: make(chan struct{}, 1)}
 }
 
 // Changed receives after every change that can make a decision due sooner
@@ -92,7 +92,7 @@ func (a *Arbiter) signal() {
 func (a *Arbiter) target(k Key) *target {
 	t, ok := a.targets[k]
 	if !ok {
-		t = &target{pending: map[string]bool{}, queued: map[string]bool{}}
+		t = &target{pending: map[ID]bool{}, queued: map[ID]bool{}}
 		a.targets[k] = t
 	}
 	return t
@@ -160,7 +160,7 @@ func (a *Arbiter) Hold(c Contender, started time.Time, grace time.Duration) bool
 		ok = false
 	}
 	for _, k := range c.Targets {
-		if h := a.target(k).holder; h != "" && h != c.ID {
+		if h := a.target(k).holder; h != (ID{}) && h != c.ID {
 			return false
 		}
 	}
@@ -182,7 +182,7 @@ func (a *Arbiter) Hold(c Contender, started time.Time, grace time.Duration) bool
 
 // Started records when a winner began executing and its grace period, from
 // which on it may be preempted.
-func (a *Arbiter) Started(id string, started time.Time, grace time.Duration) {
+func (a *Arbiter) Started(id ID, started time.Time, grace time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if m, ok := a.members[id]; ok && m.state == holding {
@@ -192,7 +192,7 @@ func (a *Arbiter) Started(id string, started time.Time, grace time.Duration) {
 
 // Settle acknowledges a verdict once the operation's status records it: a
 // rejected operation is forgotten, a queued one waits for its turn.
-func (a *Arbiter) Settle(id string) {
+func (a *Arbiter) Settle(id ID) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	defer a.signal()
@@ -210,7 +210,7 @@ func (a *Arbiter) Settle(id string) {
 
 // Forget removes an operation everywhere: it finished, was cancelled, timed
 // out or was deleted. Targets it held are released.
-func (a *Arbiter) Forget(id string) {
+func (a *Arbiter) Forget(id ID) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	defer a.signal()
@@ -221,7 +221,7 @@ func (a *Arbiter) Forget(id string) {
 
 // ForgetUID is Forget for the operation instance uid only: a finished or
 // deleted copy must not release a newer operation recreated under its name.
-func (a *Arbiter) ForgetUID(id, uid string) {
+func (a *Arbiter) ForgetUID(id ID, uid string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	defer a.signal()
@@ -244,25 +244,25 @@ func (a *Arbiter) removeFromTargets(m *member) {
 		delete(t.pending, m.c.ID)
 		delete(t.queued, m.c.ID)
 		if t.holder == m.c.ID {
-			t.holder = ""
+			t.holder = ID{}
 		}
 		if len(t.pending) == 0 {
 			t.deadline = time.Time{}
 		}
-		if t.holder == "" && len(t.pending) == 0 && len(t.queued) == 0 {
+		if t.holder == (ID{}) && len(t.pending) == 0 && len(t.queued) == 0 {
 			delete(a.targets, k)
 		}
 	}
 }
 
 // Preempted reports whether an executing operation must stop, and for whom.
-func (a *Arbiter) Preempted(id string) (string, bool) {
+func (a *Arbiter) Preempted(id ID) (ID, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if m, ok := a.members[id]; ok && m.preempt != "" {
+	if m, ok := a.members[id]; ok && m.preempt != (ID{}) {
 		return m.preempt, true
 	}
-	return "", false
+	return ID{}, false
 }
 
 // Tick decides every batch that is due at now: closed, on a free target,
@@ -270,13 +270,13 @@ func (a *Arbiter) Preempted(id string) (string, bool) {
 // each holder past its grace period whose target a strictly higher priority
 // operation waits for. It returns the operations whose verdict changed, and
 // when Tick next has something to do (zero: nothing scheduled).
-func (a *Arbiter) Tick(now time.Time) (changed []string, next time.Time) {
+func (a *Arbiter) Tick(now time.Time) (changed []ID, next time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 
 	due := map[Key]bool{}
 	for k, t := range a.targets {
-		if t.holder == "" && (len(t.pending) > 0 || len(t.queued) > 0) && !now.Before(t.deadline) {
+		if t.holder == (ID{}) && (len(t.pending) > 0 || len(t.queued) > 0) && !now.Before(t.deadline) {
 			due[k] = true
 		}
 	}
@@ -291,7 +291,7 @@ func (a *Arbiter) Tick(now time.Time) (changed []string, next time.Time) {
 		for k := range due {
 			for id := range a.contenderIDs(k) {
 				for _, other := range a.members[id].c.Targets {
-					if !due[other] && a.targets[other].holder == "" {
+					if !due[other] && a.targets[other].holder == (ID{}) {
 						delete(due, k)
 						changedDue = true
 						break
@@ -304,7 +304,7 @@ func (a *Arbiter) Tick(now time.Time) (changed []string, next time.Time) {
 		}
 	}
 	var cs []Contender
-	seen := map[string]bool{}
+	seen := map[ID]bool{}
 	for k := range due {
 		for id := range a.contenderIDs(k) {
 			if seen[id] {
@@ -371,13 +371,13 @@ func (a *Arbiter) Tick(now time.Time) (changed []string, next time.Time) {
 
 // preempt marks holders to preempt at now, returns them, and when the next
 // grace period that matters ends.
-func (a *Arbiter) preempt(now time.Time) (marked []string, next time.Time) {
+func (a *Arbiter) preempt(now time.Time) (marked []ID, next time.Time) {
 	for _, t := range a.targets {
-		if t.holder == "" || now.Before(t.deadline) {
+		if t.holder == (ID{}) || now.Before(t.deadline) {
 			continue
 		}
 		h := a.members[t.holder]
-		if h.preempt != "" || h.started.IsZero() {
+		if h.preempt != (ID{}) || h.started.IsZero() {
 			continue
 		}
 		var best *Contender
@@ -412,9 +412,9 @@ func allDue(due map[Key]bool, keys []Key) bool {
 }
 
 // contenderIDs are the operations contending for a target: pending and queued.
-func (a *Arbiter) contenderIDs(k Key) map[string]bool {
+func (a *Arbiter) contenderIDs(k Key) map[ID]bool {
 	t := a.targets[k]
-	ids := make(map[string]bool, len(t.pending)+len(t.queued))
+	ids := make(map[ID]bool, len(t.pending)+len(t.queued))
 	for id := range t.pending {
 		ids[id] = true
 	}

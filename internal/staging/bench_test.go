@@ -13,7 +13,7 @@ func BenchmarkDecide(b *testing.B) {
 		cs := make([]Contender, n)
 		for i := range cs {
 			k := Key{Group: "bank.example.com", Kind: "Account", Namespace: "bank", Name: fmt.Sprintf("acct-%d", i/5)}
-			cs[i] = Contender{ID: fmt.Sprintf("bank/op-%d", i), UID: fmt.Sprintf("uid-%08d", i),
+			cs[i] = Contender{ID: ID{Namespace: "bank", Name: fmt.Sprintf("op-%d", i)}, UID: fmt.Sprintf("uid-%08d", i),
 				Priority: int32(i%10 + 1), StagedAt: t0.Add(time.Duration(i) * time.Microsecond), Targets: []Key{k}}
 		}
 		b.Run(fmt.Sprintf("contenders=%d", n), func(b *testing.B) {
@@ -32,7 +32,7 @@ func BenchmarkArbiterBatch(b *testing.B) {
 			for b.Loop() {
 				a := NewArbiter()
 				for i := range n {
-					a.Offer(Contender{ID: fmt.Sprintf("bank/op-%d", i), UID: fmt.Sprint(i), Priority: int32(i%10 + 1),
+					a.Offer(Contender{ID: ID{Namespace: "bank", Name: fmt.Sprintf("op-%d", i)}, UID: fmt.Sprint(i), Priority: int32(i%10 + 1),
 						StagedAt: t0, Targets: []Key{{Kind: "Account", Namespace: "bank", Name: fmt.Sprintf("acct-%d", i/5)}}}, window, t0)
 				}
 				a.Tick(t0.Add(window))

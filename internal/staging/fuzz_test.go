@@ -23,7 +23,7 @@ func FuzzDecide(f *testing.F) {
 					targets = append(targets, other)
 				}
 			}
-			cs = append(cs, Contender{ID: fmt.Sprint("op-", len(cs)), UID: fmt.Sprintf("uid-%03d", len(cs)),
+			cs = append(cs, Contender{ID: ID{Namespace: "bank", Name: fmt.Sprint("op-", len(cs))}, UID: fmt.Sprintf("uid-%03d", len(cs)),
 				Priority: int32(data[i+2]%10 + 1), StagedAt: t0.Add(time.Duration(data[i+1]%4) * time.Millisecond),
 				Targets: targets, Queue: data[i]%2 == 0})
 		}
@@ -33,8 +33,8 @@ func FuzzDecide(f *testing.F) {
 		if fmt.Sprint(Decide(reversed)) != fmt.Sprint(first) {
 			t.Fatalf("the decision depends on input order: %v vs %v", first, Decide(reversed))
 		}
-		holder := map[Key]string{}
-		targetsOf := map[string][]Key{}
+		holder := map[Key]ID{}
+		targetsOf := map[ID][]Key{}
 		for _, c := range cs {
 			targetsOf[c.ID] = c.Targets
 			if first[c.ID].Won {

@@ -14,9 +14,14 @@ package staging
 
 import (
 	"fmt"
+
+	"k8s.io/apimachinery/pkg/types"
 	"slices"
 	"time"
 )
+
+// ID identifies an operation: its namespace and name.
+type ID = types.NamespacedName
 
 // Key identifies a target object.
 type Key struct {
@@ -36,7 +41,7 @@ func (k Key) String() string {
 // Contender is an operation as arbitration sees it.
 type Contender struct {
 	// ID identifies the operation (namespace/name).
-	ID string
+	ID ID
 	// UID breaks ties between contenders staged at the same instant.
 	UID string
 	// Priority is the effective priority.
@@ -82,7 +87,7 @@ type Outcome struct {
 	Won bool
 	// Winner is, for a loser, the contender that claimed the first of its
 	// targets it lost.
-	Winner string
+	Winner ID
 	// Queued is true for a loser that waits its turn instead of being rejected.
 	Queued bool
 }
@@ -90,20 +95,21 @@ type Outcome struct {
 // Decide arbitrates contenders whose targets are all free: in rank order,
 // each contender claims its targets if none is claimed yet, and otherwise
 // loses to the claimer. It returns an outcome for every contender.
-func Decide(cs []Contender) map[string]Outcome {
+func Decide(cs []Contender) map[ID]Outcome {
 	ranked := slices.Clone(cs)
 	Rank(ranked)
-	claimed := map[Key]string{}
-	out := make(map[string]Outcome, len(ranked))
+	claimed := map[Key]ID{}
+	out := make(map[ID]Outcome, len(ranked))
 	for _, c := range ranked {
-		winner := ""
+		var winner ID
+		lost := false
 		for _, k := range c.Targets {
 			if w, ok := claimed[k]; ok {
-				winner = w
+				winner, lost = w, true
 				break
 			}
 		}
-		if winner != "" {
+		if lost {
 			out[c.ID] = Outcome{Winner: winner, Queued: c.Queue}
 			continue
 		}

@@ -15,8 +15,11 @@ var (
 
 const window = 100 * time.Millisecond
 
-func op(id string, priority int32, stagedAt time.Duration, targets ...Key) Contender {
-	return Contender{ID: id, UID: "uid-" + id, Priority: priority, StagedAt: t0.Add(stagedAt), Targets: targets}
+// n is the ID of the operation named name in the test's namespace.
+func n(name string) ID { return ID{Namespace: "bank", Name: name} }
+
+func op(name string, priority int32, stagedAt time.Duration, targets ...Key) Contender {
+	return Contender{ID: n(name), UID: "uid-" + name, Priority: priority, StagedAt: t0.Add(stagedAt), Targets: targets}
 }
 
 func queuing(c Contender) Contender { c.Queue = true; return c }
@@ -42,7 +45,7 @@ func TestRankIsATotalOrder(t *testing.T) {
 				Rank(in)
 				var got []string
 				for _, c := range in {
-					got = append(got, c.ID)
+					got = append(got, c.ID.Name)
 				}
 				if !slices.Equal(got, tt.want) {
 					t.Errorf("Rank = %v, want %v", got, tt.want)
@@ -56,27 +59,27 @@ func TestDecide(t *testing.T) {
 	tests := []struct {
 		name string
 		in   []Contender
-		want map[string]Outcome
+		want map[ID]Outcome
 	}{{
 		name: "one winner, the rest rejected naming it",
 		in:   []Contender{op("a", 5, 0, alice), op("b", 8, 0, alice), op("c", 2, 0, alice)},
-		want: map[string]Outcome{"b": {Won: true}, "a": {Winner: "b"}, "c": {Winner: "b"}},
+		want: map[ID]Outcome{n("b"): {Won: true}, n("a"): {Winner: n("b")}, n("c"): {Winner: n("b")}},
 	}, {
 		name: "queued losers keep waiting",
 		in:   []Contender{queuing(op("a", 5, 0, alice)), op("b", 8, 0, alice), op("c", 2, 0, alice)},
-		want: map[string]Outcome{"b": {Won: true}, "a": {Winner: "b", Queued: true}, "c": {Winner: "b"}},
+		want: map[ID]Outcome{n("b"): {Won: true}, n("a"): {Winner: n("b"), Queued: true}, n("c"): {Winner: n("b")}},
 	}, {
 		name: "a multi-target operation wins only if it wins every target",
 		in:   []Contender{op("both", 5, 0, alice, bob), op("alice-only", 8, 0, alice), op("bob-only", 2, 0, bob)},
-		want: map[string]Outcome{"alice-only": {Won: true}, "both": {Winner: "alice-only"}, "bob-only": {Won: true}},
+		want: map[ID]Outcome{n("alice-only"): {Won: true}, n("both"): {Winner: n("alice-only")}, n("bob-only"): {Won: true}},
 	}, {
 		name: "a multi-target winner claims both targets",
 		in:   []Contender{op("both", 9, 0, alice, bob), op("alice-only", 8, 0, alice), op("bob-only", 2, 0, bob)},
-		want: map[string]Outcome{"both": {Won: true}, "alice-only": {Winner: "both"}, "bob-only": {Winner: "both"}},
+		want: map[ID]Outcome{n("both"): {Won: true}, n("alice-only"): {Winner: n("both")}, n("bob-only"): {Winner: n("both")}},
 	}, {
 		name: "different targets do not contend",
 		in:   []Contender{op("a", 1, 0, alice), op("b", 1, 0, bob)},
-		want: map[string]Outcome{"a": {Won: true}, "b": {Won: true}},
+		want: map[ID]Outcome{n("a"): {Won: true}, n("b"): {Won: true}},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,9 +97,9 @@ func verdicts(a *Arbiter, now time.Time, cs ...Contender) map[string]string {
 	out := map[string]string{}
 	for _, c := range cs {
 		v := a.Offer(c, window, now)
-		out[c.ID] = [...]string{"Wait", "Win", "Reject", "Queue"}[v.Kind]
-		if v.Winner != "" {
-			out[c.ID] += ":" + v.Winner
+		out[c.ID.Name] = [...]string{"Wait", "Win", "Reject", "Queue"}[v.Kind]
+		if v.Winner != (ID{}) {
+			out[c.ID.Name] += ":" + v.Winner.Name
 		}
 	}
 	return out
@@ -135,7 +138,7 @@ func TestArbiterLetsLateArrivalsWaitForTheNextBatch(t *testing.T) {
 	first := op("first", 5, 0, alice)
 	a.Offer(first, window, t0)
 	a.Tick(t0.Add(window))
-	a.Settle("first")
+	a.Settle(n("first"))
 
 	// Arrives while "first" executes, with a higher priority: it waits.
 	late := op("late", 8, time.Second, alice)
@@ -144,7 +147,7 @@ func TestArbiterLetsLateArrivalsWaitForTheNextBatch(t *testing.T) {
 	if changed, _ := a.Tick(now.Add(time.Hour)); len(changed) != 0 {
 		t.Fatalf("decided %v while the target is held", changed)
 	}
-	a.Forget("first")
+	a.Forget(n("first"))
 	a.Tick(now.Add(time.Hour))
 	expect(t, verdicts(a, now, late), map[string]string{"late": "Win"})
 }
@@ -160,8 +163,8 @@ func TestArbiterRunsQueuedOperationsOneAtATimeInOrder(t *testing.T) {
 		var next []Contender
 		for _, c := range remaining {
 			a.Settle(c.ID)
-			if got[c.ID] == "Win" {
-				order = append(order, c.ID)
+			if got[c.ID.Name] == "Win" {
+				order = append(order, c.ID.Name)
 				a.Forget(c.ID) // it finished
 			} else {
 				next = append(next, c)
@@ -206,25 +209,25 @@ func TestArbiterPreemptsOnlyAfterTheGracePeriodAndOnlyForHigherPriority(t *testi
 	lower, equal, higher := op("lower", 3, 100*time.Millisecond, alice), op("equal", 5, 100*time.Millisecond, alice), op("higher", 8, 200*time.Millisecond, alice)
 	verdicts(a, t0.Add(100*time.Millisecond), lower, equal)
 	a.Tick(t0.Add(5 * time.Second))
-	if by, ok := a.Preempted("holder"); ok {
+	if by, ok := a.Preempted(n("holder")); ok {
 		t.Fatalf("preempted by %s, which has no higher priority", by)
 	}
 
 	verdicts(a, t0.Add(200*time.Millisecond), higher)
 	_, next := a.Tick(t0.Add(300 * time.Millisecond))
-	if _, ok := a.Preempted("holder"); ok {
+	if _, ok := a.Preempted(n("holder")); ok {
 		t.Fatal("preempted inside the grace period")
 	}
 	if !next.Equal(t0.Add(time.Second)) {
 		t.Errorf("next = %v, want the end of the grace period", next)
 	}
 	a.Tick(t0.Add(time.Second))
-	if by, ok := a.Preempted("holder"); !ok || by != "higher" {
+	if by, ok := a.Preempted(n("holder")); !ok || by != n("higher") {
 		t.Fatalf("Preempted = %q, %v; want higher, true", by, ok)
 	}
 
 	// The preempted holder stops; the waiting batch is arbitrated as usual.
-	a.Forget("holder")
+	a.Forget(n("holder"))
 	a.Tick(t0.Add(time.Second))
 	expect(t, verdicts(a, t0, lower, equal, higher), map[string]string{"higher": "Win", "equal": "Reject:higher", "lower": "Reject:higher"})
 }
@@ -236,7 +239,7 @@ func TestArbiterRecoversQueuedOperationsBeforeNewOnes(t *testing.T) {
 	a.Requeue(old)
 	newer := queuing(op("newer", 5, time.Second, alice))
 	a.Offer(newer, window, t0.Add(time.Second))
-	a.Forget("executing")
+	a.Forget(n("executing"))
 	a.Tick(t0.Add(2 * time.Second))
 	expect(t, verdicts(a, t0, old, newer), map[string]string{"old": "Win", "newer": "Queue:old"})
 }
@@ -248,11 +251,11 @@ func TestArbiterKeepsAHoldersStartWhenHeldAgain(t *testing.T) {
 	a.Hold(holder, t0, time.Second)                     // executing again, with its old status.startedAt
 	verdicts(a, t0, op("urgent", 9, 0, alice))
 	a.Tick(t0.Add(10*time.Second + 500*time.Millisecond))
-	if by, ok := a.Preempted("holder"); ok {
+	if by, ok := a.Preempted(n("holder")); ok {
 		t.Fatalf("preempted by %s inside the grace period that began when it was recovered", by)
 	}
 	a.Tick(t0.Add(11 * time.Second))
-	if _, ok := a.Preempted("holder"); !ok {
+	if _, ok := a.Preempted(n("holder")); !ok {
 		t.Fatal("not preempted once that grace period was over")
 	}
 }
@@ -262,13 +265,13 @@ func TestArbiterKeepsAHoldersStartWhenHeldAgain(t *testing.T) {
 func TestArbiterForgetsOnlyTheSameInstance(t *testing.T) {
 	a := NewArbiter()
 	a.Hold(op("a", 5, 0, alice), t0, time.Second)
-	a.ForgetUID("a", "uid-of-an-older-a")
+	a.ForgetUID(n("a"), "uid-of-an-older-a")
 	b := queuing(op("b", 5, 0, alice))
 	verdicts(a, t0, b)
 	a.Tick(t0.Add(window))
 	expect(t, verdicts(a, t0.Add(window), b), map[string]string{"b": "Wait"}) // a still holds alice
 
-	a.ForgetUID("a", "uid-a")
+	a.ForgetUID(n("a"), "uid-a")
 	a.Tick(t0.Add(window))
 	expect(t, verdicts(a, t0.Add(window), b), map[string]string{"b": "Win"})
 }
@@ -292,8 +295,8 @@ func TestArbiterDoesNotBlockABatchBehindABusyTargetOfAMultiTargetContender(t *te
 	}
 
 	// Once alice and bob are both free, it contends for them together.
-	a.Forget("alice-only")
-	a.Forget("long")
+	a.Forget(n("alice-only"))
+	a.Forget(n("long"))
 	a.Tick(t0.Add(2 * window))
 	expect(t, verdicts(a, t0, both), map[string]string{"both": "Win"})
 }
