@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -34,7 +34,7 @@ func failure(reason, format string, args ...any) *Failure {
 }
 
 // Backoff is the retry policy after a 409 Conflict: delay n is
-// Base * Factor^n with ±20% jitter, capped at Max.
+// Base * Factor^n, plus up to 20% jitter, capped at Max.
 type Backoff struct {
 	MaxRetries int
 	Base       time.Duration
@@ -48,13 +48,9 @@ func BackoffFor(occ arbiterv1alpha1.OCCSpec) Backoff {
 		Factor: occ.BackoffFactorOrDefault(), Max: occ.MaxDelayOrDefault()}
 }
 
-// Delay is the wait before retry n (0-based).
-func (b Backoff) Delay(n int) time.Duration {
-	d := float64(b.Base) * math.Pow(b.Factor, float64(n))
-	d *= 0.8 + 0.4*rand.Float64() //nolint:gosec // jitter, not security
-	// Capped as a float: past about 70 retries the product overflows a
-	// Duration.
-	return time.Duration(min(d, float64(b.Max)))
+// delays is the sequence of waits between retries: each Step is the next.
+func (b Backoff) delays() wait.Backoff {
+	return wait.Backoff{Duration: b.Base, Factor: b.Factor, Jitter: 0.2, Steps: math.MaxInt32, Cap: b.Max}
 }
 
 // Request is one execution of an operation.
@@ -102,6 +98,8 @@ type Progress struct {
 	Conflicts int
 	// RetryAt is when the target being written may be tried again.
 	RetryAt time.Time
+	// delays paces the retries of the target being written.
+	delays *wait.Backoff
 }
 
 // Result is the outcome of one call of Execute. Failure is nil on success
@@ -181,13 +179,17 @@ func (e *Executor) Execute(ctx context.Context, req Request, p *Progress) (Resul
 		case f != nil:
 			return result(e.rollBack(ctx, req, p, f)), nil
 		case !tr.Applied:
-			p.RetryAt = e.now().Add(req.Backoff.Delay(p.Conflicts - 1))
+			if p.delays == nil {
+				d := req.Backoff.delays()
+				p.delays = &d
+			}
+			p.RetryAt = e.now().Add(p.delays.Step())
 			r := result(nil)
 			r.RetryAt = p.RetryAt
 			return r, nil
 		}
 		p.Targets = append(p.Targets, tr)
-		p.Conflicts, p.RetryAt = 0, time.Time{}
+		p.Conflicts, p.RetryAt, p.delays = 0, time.Time{}, nil
 	}
 	return result(nil), nil
 }
@@ -339,6 +341,7 @@ func (e *Executor) restore(ctx context.Context, req Request, tr *TargetResult) e
 	if tr.Recovered {
 		return errors.New("applied before a manager restart; what it changed is unknown")
 	}
+	delays := rollbackBackoff.delays()
 	for attempt := 0; ; attempt++ {
 		obj := &unstructured.Unstructured{}
 		obj.SetGroupVersionKind(tr.gvk)
@@ -359,7 +362,7 @@ func (e *Executor) restore(ctx context.Context, req Request, tr *TargetResult) e
 		if attempt >= rollbackBackoff.MaxRetries {
 			return fmt.Errorf("changed under every one of %d attempts", attempt+1)
 		}
-		if err := sleep(ctx, rollbackBackoff.Delay(attempt)); err != nil {
+		if err := sleep(ctx, delays.Step()); err != nil {
 			return err
 		}
 	}

@@ -294,3 +294,13 @@ func TestCELEvaluationStopsWithItsContext(t *testing.T) {
 		t.Fatalf("Apply under a cancelled context = %v, want it interrupted", err)
 	}
 }
+
+func TestBackoffDelaysGrowByTheFactorUpToTheCap(t *testing.T) {
+	b := Backoff{Base: 10 * time.Millisecond, Factor: 2, Max: 100 * time.Millisecond}.delays()
+	for i, base := range []time.Duration{10, 20, 40, 80, 100, 100, 100} {
+		base *= time.Millisecond
+		if d := b.Step(); d < base || d > base+base/5 {
+			t.Errorf("delay %d = %v, want %v plus at most 20%%", i, d, base)
+		}
+	}
+}
