@@ -68,7 +68,7 @@ func NewOperationReconciler(mgr ctrl.Manager, workers int) *OperationReconciler 
 		// Targets are read from the API server, never the cache: a decision
 		// on a stale read would only meet a 409.
 		Executor: &execute.Executor{Reader: mgr.GetAPIReader(), Writer: client.WithFieldOwner(mgr.GetClient(), "arbiter")},
-		Authz:    &authz.Checker{Client: mgr.GetClient(), Mapper: mgr.GetRESTMapper()},
+		Authz:    &authz.Checker{Client: mgr.GetClient(), Mapper: mgr.GetRESTMapper(), Clock: clock.RealClock{}},
 		Workers:  workers,
 		Clock:    clock.RealClock{},
 	}

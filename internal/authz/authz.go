@@ -16,6 +16,8 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/lru"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
@@ -42,10 +44,15 @@ type Checker struct {
 	Mapper meta.RESTMapper
 	// TTL is how long an answer is reused; decisionTTL when zero.
 	TTL time.Duration
+	// Clock tells the answers' age; the real clock when nil.
+	Clock clock.PassiveClock
 
-	mu    sync.Mutex
-	cache map[string]cached
+	once    sync.Once
+	answers *lru.Cache
 }
+
+// answersKept bounds the answers reused: the least recently used go first.
+const answersKept = 10000
 
 type cached struct {
 	allowed bool
@@ -54,9 +61,8 @@ type cached struct {
 }
 
 // Check returns nil when the requester may get and update every target, a
-// *Denied naming the first verb and target refused, a *meta.NoKindMatchError
-// (wrapped) for a kind the API server does not serve, or another error when
-// the review could not be made.
+// *Denied naming the first verb and target refused, or an error when the
+// review could not be made (a kind the API server does not serve among them).
 func (c *Checker) Check(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) error {
 	who := op.Spec.RequestedBy
 	if who == nil || who.Username == "" {
@@ -97,14 +103,14 @@ func (c *Checker) review(ctx context.Context, who *arbiterv1alpha1.RequesterInfo
 	slices.Sort(groups)
 	key := strings.Join([]string{who.Username, who.UID, strings.Join(groups, ","), fmt.Sprint(who.Extra),
 		attrs.Verb, attrs.Group, attrs.Resource, attrs.Namespace, attrs.Name}, "\x00")
+	c.once.Do(func() { c.answers = lru.New(answersKept) })
 	now := time.Now()
-	c.mu.Lock()
-	ttl := cmp.Or(c.TTL, decisionTTL)
-	if d, ok := c.cache[key]; ok && now.Sub(d.at) < ttl {
-		c.mu.Unlock()
-		return d.allowed, d.reason, nil
+	if c.Clock != nil {
+		now = c.Clock.Now()
 	}
-	c.mu.Unlock()
+	if d, ok := c.answers.Get(key); ok && now.Sub(d.(cached).at) < cmp.Or(c.TTL, decisionTTL) {
+		return d.(cached).allowed, d.(cached).reason, nil
+	}
 
 	extra := make(map[string]authorizationv1.ExtraValue, len(who.Extra))
 	for k, v := range who.Extra {
@@ -116,11 +122,6 @@ func (c *Checker) review(ctx context.Context, who *arbiterv1alpha1.RequesterInfo
 	if err := c.Client.Create(ctx, sar); err != nil {
 		return false, "", fmt.Errorf("reviewing %s %s/%s for %s: %w", attrs.Verb, attrs.Resource, attrs.Name, who.Username, err)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cache == nil || len(c.cache) > 10000 {
-		c.cache = map[string]cached{}
-	}
-	c.cache[key] = cached{allowed: sar.Status.Allowed, reason: sar.Status.Reason, at: now}
+	c.answers.Add(key, cached{allowed: sar.Status.Allowed, reason: sar.Status.Reason, at: now})
 	return sar.Status.Allowed, sar.Status.Reason, nil
 }
