@@ -131,6 +131,11 @@ func (e *env) withoutWebhook(f func()) {
 			e.t.Fatal(err)
 		}
 	}
+	for _, h := range e.wh.MutatingWebhooks {
+		if err := e.c.Delete(e.ctx, h); err != nil {
+			e.t.Fatal(err)
+		}
+	}
 	// The API server drops a deleted webhook within a moment; until then a
 	// create may still be sent to it.
 	probe := func(ctx context.Context) (bool, error) {
@@ -142,6 +147,9 @@ func (e *env) withoutWebhook(f func()) {
 	}
 	f()
 	for _, h := range e.wh.ValidatingWebhooks {
+		h.SetResourceVersion("")
+	}
+	for _, h := range e.wh.MutatingWebhooks {
 		h.SetResourceVersion("")
 	}
 	if err := e.wh.Install(e.testEnv.Config); err != nil {

@@ -97,6 +97,16 @@ var _ = Describe("Uninstalling after the manager is gone", func() {
 				Expect(k8sClient.Create(ctx, w)).To(Succeed())
 			})
 		}
+		mutating := &admissionregistrationv1.MutatingWebhookConfigurationList{}
+		Expect(k8sClient.List(ctx, mutating)).To(Succeed())
+		for i := range mutating.Items {
+			w := &mutating.Items[i]
+			Expect(k8sClient.Delete(ctx, w)).To(Succeed())
+			DeferCleanup(func() {
+				w.ResourceVersion, w.UID = "", ""
+				Expect(k8sClient.Create(ctx, w)).To(Succeed())
+			})
+		}
 
 		_, err := kubectlWithInput(`
 apiVersion: v1
