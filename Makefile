@@ -10,6 +10,7 @@ LOCAL      := $(CURDIR)/.local
 KUBECONFIG_LOCAL := $(LOCAL)/kubeconfig
 
 CONTROLLER_GEN  := $(LOCALBIN)/controller-gen
+GOLANGCI_LINT   := $(LOCALBIN)/golangci-lint
 KUBE_APISERVER  := $(K8S_BIN)/kube-apiserver
 ETCD            := $(K8S_BIN)/etcd
 KUBECTL         := $(K8S_BIN)/kubectl
@@ -62,6 +63,10 @@ fmt: ## Run gofmt on the code.
 .PHONY: vet
 vet: ## Run go vet.
 	go vet ./...
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint (.golangci.yml) on the main module; builds the pinned linter if missing.
+	$(GOLANGCI_LINT) run ./...
 
 .PHONY: test
 test: tools build vet ## Run every test: unit, envtest integration and e2e (builds the tools if missing).
@@ -130,6 +135,10 @@ tools: $(CONTROLLER_GEN) $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Build the pinne
 # Each tool is a file target without prerequisites: built once, then reused.
 $(CONTROLLER_GEN):
 	$(GO_TOOLS) -o $@ sigs.k8s.io/controller-tools/cmd/controller-gen
+# A module of its own (hack/tools/lint), so that the linter's dependencies
+# never move those of the Kubernetes binaries.
+$(GOLANGCI_LINT):
+	cd hack/tools/lint && go build -o $@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 $(KUBE_APISERVER):
 	$(GO_TOOLS) -o $@ k8s.io/kubernetes/cmd/kube-apiserver
 $(ETCD):

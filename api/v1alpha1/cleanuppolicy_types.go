@@ -127,11 +127,11 @@ type HealthThresholds struct {
 type HealthState string
 
 const (
-	// HealthHealthy: every threshold is met.
+	// HealthHealthy means every threshold is met.
 	HealthHealthy HealthState = "Healthy"
-	// HealthDegraded: too many zombies, or one too old.
+	// HealthDegraded means too many zombies, or one too old.
 	HealthDegraded HealthState = "Degraded"
-	// HealthUnhealthy: cleanups are failing above the threshold.
+	// HealthUnhealthy means cleanups are failing above the threshold.
 	HealthUnhealthy HealthState = "Unhealthy"
 )
 

@@ -333,19 +333,19 @@ type RequesterInfo struct {
 type OperationPhase string
 
 const (
-	// PhasePending: created, waiting to be staged and arbitrated.
+	// PhasePending means it is created and waits to be staged and arbitrated.
 	PhasePending OperationPhase = "Pending"
-	// PhaseQueued: lost a batch with onConflict Queue; waits its turn.
+	// PhaseQueued means it lost a batch with onConflict Queue; waits its turn.
 	PhaseQueued OperationPhase = "Queued"
-	// PhaseExecuting: won; its mutation is being applied.
+	// PhaseExecuting means it won; its mutation is being applied.
 	PhaseExecuting OperationPhase = "Executing"
-	// PhaseSucceeded: applied to every target.
+	// PhaseSucceeded means it is applied to every target.
 	PhaseSucceeded OperationPhase = "Succeeded"
-	// PhaseRejected: lost arbitration or was preempted; nothing of it remains applied.
+	// PhaseRejected means it lost arbitration or was preempted; nothing of it remains applied.
 	PhaseRejected OperationPhase = "Rejected"
-	// PhaseFailed: could not be applied; see reason.
+	// PhaseFailed means it could not be applied; see reason.
 	PhaseFailed OperationPhase = "Failed"
-	// PhaseCancelled: cancelled by the user before it executed.
+	// PhaseCancelled means the user cancelled it before it executed.
 	PhaseCancelled OperationPhase = "Cancelled"
 )
 

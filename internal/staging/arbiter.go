@@ -9,13 +9,13 @@ import (
 type VerdictKind int
 
 const (
-	// Wait: the operation is in an open batch, or its target is busy.
+	// Wait means the operation is in an open batch, or its target is busy.
 	Wait VerdictKind = iota
-	// Win: the operation holds all its targets and may execute.
+	// Win means the operation holds all its targets and may execute.
 	Win
-	// Reject: the operation lost; it ends Rejected.
+	// Reject means the operation lost; it ends Rejected.
 	Reject
-	// Queue: the operation lost and waits its turn.
+	// Queue means the operation lost and waits its turn.
 	Queue
 )
 
@@ -42,13 +42,12 @@ const (
 )
 
 type member struct {
-	c        Contender
-	state    memberState
-	verdict  *Verdict
-	started  time.Time
-	grace    time.Duration
-	preempt  ID
-	released bool
+	c       Contender
+	state   memberState
+	verdict *Verdict
+	started time.Time
+	grace   time.Duration
+	preempt ID
 }
 
 type target struct {

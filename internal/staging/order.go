@@ -14,10 +14,10 @@ package staging
 
 import (
 	"fmt"
-
-	"k8s.io/apimachinery/pkg/types"
 	"slices"
 	"time"
+
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // ID identifies an operation: its namespace and name.

@@ -23,12 +23,12 @@ var performanceGoals = []goal{
 }
 
 // goals checks the results against performanceGoals, prints how far each
-// is (when print is set), and returns them as a result of their own: for
+// is (when verbose is set), and returns them as a result of their own: for
 // each goal its value, its target and whether it is met (1) or not (0).
-func goals(results []Result, print bool) Result {
+func goals(results []Result, verbose bool) Result {
 	figures := map[string]float64{}
 	printf := func(format string, args ...any) {
-		if print {
+		if verbose {
 			fmt.Printf(format, args...)
 		}
 	}
