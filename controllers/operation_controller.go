@@ -87,7 +87,7 @@ func (r *OperationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// NeedLeaderElection: only the leader arbitrates.
+// NeedLeaderElection reports true: only the leader arbitrates.
 func (r *OperationReconciler) NeedLeaderElection() bool { return true }
 
 func (r *OperationReconciler) now() time.Time {

@@ -2,8 +2,8 @@ package execute
 
 import (
 	"fmt"
-	"math"
 	"maps"
+	"math"
 	"reflect"
 	"slices"
 	"strings"

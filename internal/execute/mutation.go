@@ -246,7 +246,7 @@ func applyJSONPatch(patch jsonpatch.Patch, object []byte) ([]byte, error) {
 	var tooMuch *jsonpatch.AccumulatedCopySizeError
 	switch {
 	case errors.Is(err, jsonpatch.ErrTestFailed):
-		return nil, fmt.Errorf("%w: %v", ErrPreconditionFailed, err)
+		return nil, fmt.Errorf("%w: %w", ErrPreconditionFailed, err)
 	case errors.As(err, &tooMuch):
 		return nil, &TooLargeError{What: "the values JSON Patch copy operations copy", Bytes: MaxObjectBytes + 1}
 	}

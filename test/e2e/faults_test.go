@@ -52,7 +52,7 @@ var _ = Describe("Faults", Label("faults"), func() {
 					})
 				}
 				wg.Wait()
-				time.Sleep(time.Duration(rand.IntN(500)) * time.Millisecond) //nolint:gosec // the random instant is the behaviour under test
+				time.Sleep(time.Duration(rand.IntN(500)) * time.Millisecond)
 				manager.kill()
 				terminalAtKills = append(terminalAtKills, len(terminal(ns)))
 				manager = startManager()
