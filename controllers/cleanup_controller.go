@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/lru"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -43,6 +44,8 @@ type CleanupReconciler struct {
 	Workers  int
 	// DefaultStrategy governs operations no policy selects (None keeps them).
 	DefaultStrategy string
+	// Clock tells time to every judgement; the real clock when nil.
+	Clock clock.Clock
 
 	mu       sync.Mutex
 	trackers map[types.NamespacedName]*policyTracker
@@ -88,6 +91,7 @@ func newCleanupReconciler(c client.Client, rec recorder.EventRecorder, workers i
 		Recorder:        rec,
 		Workers:         workers,
 		DefaultStrategy: defaultStrategy,
+		Clock:           clock.RealClock{},
 		trackers:        map[types.NamespacedName]*policyTracker{},
 		tickets:         map[types.NamespacedName]ticket{},
 		met:             lru.New(metRecords),
@@ -95,6 +99,13 @@ func newCleanupReconciler(c client.Client, rec recorder.EventRecorder, workers i
 		meetings:        make(chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation], 4096),
 		reportsDue:      make(chan event.TypedGenericEvent[*arbiterv1alpha1.CleanupPolicy], 1024),
 	}
+}
+
+func (r *CleanupReconciler) now() time.Time {
+	if r.Clock == nil {
+		return time.Now()
+	}
+	return r.Clock.Now()
 }
 
 // SetupWithManager registers the zombie and policy controllers and the
@@ -186,7 +197,7 @@ func (r *CleanupReconciler) sweep(ctx context.Context) error {
 	for i := range list.Items {
 		live[client.ObjectKeyFromObject(&list.Items[i])] = true
 	}
-	now := time.Now()
+	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for k, t := range r.trackers {

@@ -125,7 +125,7 @@ func (r *CleanupReconciler) reconcilePolicy(ctx context.Context, req ctrl.Reques
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	started := time.Now()
+	started := r.now()
 	policies, err := r.policies(ctx, p.Namespace)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -137,7 +137,7 @@ func (r *CleanupReconciler) reconcilePolicy(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, err
 	}
 
-	now := time.Now()
+	now := r.now()
 	t := r.tracker(p)
 	r.mu.Lock()
 	var f cleanup.Figures
@@ -147,7 +147,7 @@ func (r *CleanupReconciler) reconcilePolicy(ctx context.Context, req ctrl.Reques
 	r.mu.Unlock()
 	rep := cleanup.PolicyReport(p, policies, finished, f, now)
 	r.mu.Lock()
-	t.reportCost = time.Since(started)
+	t.reportCost = r.now().Sub(started)
 	r.mu.Unlock()
 
 	for _, phase := range []arbiterv1alpha1.OperationPhase{arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.PhaseCancelled} {

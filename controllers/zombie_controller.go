@@ -3,20 +3,16 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -105,43 +101,49 @@ func (r *CleanupReconciler) reconcileZombie(ctx context.Context, req ctrl.Reques
 			return ctrl.Result{}, err
 		}
 	}
-	later := func(d time.Duration) ctrl.Result {
-		if history > 0 && (d == 0 || history < d) {
-			d = history
-		}
-		return ctrl.Result{RequeueAfter: d}
+	next, err := r.dispose(ctx, gov, op, v)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
-	now := time.Now()
+	if history > 0 && (next == 0 || history < next) {
+		next = history
+	}
+	return ctrl.Result{RequeueAfter: next}, nil
+}
+
+// dispose acts on a zombie's verdict: it removes the zombie when it is due,
+// and returns when to look at it again (zero: only when it changes).
+func (r *CleanupReconciler) dispose(ctx context.Context, gov *arbiterv1alpha1.CleanupPolicy, op *arbiterv1alpha1.ConflictResolutionOperation,
+	v cleanup.Verdict) (time.Duration, error) {
+	key := client.ObjectKeyFromObject(op)
+	now := r.now()
 	why := v.Why
 	switch {
 	case v.Held != "":
 		ctrl.LoggerFrom(ctx).V(1).Info("Held from cleanup", "why", v.Held)
-		r.forget(req.NamespacedName)
-		return later(0), nil
+		r.forget(key)
+		return 0, nil
 	case !v.Removable:
-		return later(0), nil
+		return 0, nil
 	case v.OnlyWhenMet:
 		at, met := r.metAt(op)
 		if !met || !v.Due(at) {
-			r.met.Remove(req.NamespacedName)
-			return later(0), nil
+			r.met.Remove(key)
+			return 0, nil
 		}
 		why += ", met on its target"
 	case !v.Due(now):
-		return later(v.At.Sub(now)), nil
+		return v.At.Sub(now), nil
 	}
 	wait, err := r.remove(ctx, gov, op, why)
-	if err != nil {
-		return ctrl.Result{}, err
+	if err != nil || wait > 0 {
+		return wait, err
 	}
-	if wait > 0 {
-		return later(wait), nil
-	}
-	r.met.Remove(req.NamespacedName)
+	r.met.Remove(key)
 	if !v.OnlyWhenMet { // a lazy removal meets a target already met
 		r.MeetTargets(op)
 	}
-	return later(0), nil
+	return 0, nil
 }
 
 // enforceHistory removes the oldest zombies of op's targets beyond the
@@ -164,78 +166,6 @@ func (r *CleanupReconciler) enforceHistory(ctx context.Context, gov *arbiterv1al
 	return 0, nil
 }
 
-// MeetTargets tells lazy cleanup that arbiter is working on an operation's
-// targets; their zombies old enough under a Lazy policy are removed. It
-// never blocks the caller.
-func (r *CleanupReconciler) MeetTargets(op *arbiterv1alpha1.ConflictResolutionOperation) {
-	// A copy of what lazy cleanup reads: the caller goes on with op.
-	met := &arbiterv1alpha1.ConflictResolutionOperation{ObjectMeta: metav1.ObjectMeta{Namespace: op.Namespace, Name: op.Name, UID: op.UID}}
-	for _, t := range op.Spec.Targets {
-		met.Spec.Targets = append(met.Spec.Targets, arbiterv1alpha1.Target{APIVersion: t.APIVersion, Kind: t.Kind, Name: t.Name})
-	}
-	select {
-	case r.meetings <- event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]{Object: met}:
-	default: // Lazy cleanup is best effort: the target will be met again.
-	}
-}
-
-// enqueueMet hands the zombies of a met operation's targets that a Lazy
-// policy lets go to the zombie controller, with a record that they were
-// met: their removal then waits for its deletion token on a timer, never in
-// this one goroutine that serves every namespace.
-func (r *CleanupReconciler) enqueueMet(ctx context.Context, e event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation],
-	q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	op := e.Object
-	policies, err := r.policies(ctx, op.Namespace)
-	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Lazy cleanup skipped a meeting", "operation", client.ObjectKeyFromObject(op))
-		return
-	}
-	// Most namespaces have no Lazy policy: then a target's operations need
-	// not be read at all.
-	if r.DefaultStrategy != string(arbiterv1alpha1.CleanupLazy) && !slices.ContainsFunc(policies, func(p arbiterv1alpha1.CleanupPolicy) bool {
-		return p.Spec.Strategy == arbiterv1alpha1.CleanupLazy
-	}) {
-		return
-	}
-	now := time.Now()
-	for _, t := range op.Spec.Targets {
-		ops, err := registry.OnTarget(ctx, r.Client, registry.KeyOf(op.Namespace, t))
-		if err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Lazy cleanup skipped a target", "operation", client.ObjectKeyFromObject(op), "target", t.Name)
-			continue
-		}
-		for i := range ops {
-			z := &ops[i]
-			if !z.Status.Phase.IsTerminal() || !z.DeletionTimestamp.IsZero() {
-				continue
-			}
-			gov := r.governing(z, policies)
-			if gov == nil || gov.Spec.Strategy != arbiterv1alpha1.CleanupLazy || !cleanup.Judge(gov, z).Due(now) {
-				continue
-			}
-			key := client.ObjectKeyFromObject(z)
-			r.met.Add(key, metRecord{uid: z.UID, at: now})
-			q.Add(reconcile.Request{NamespacedName: key})
-		}
-	}
-}
-
-// metRecord says when lazy cleanup met a zombie.
-type metRecord struct {
-	uid types.UID
-	at  time.Time
-}
-
-// metAt returns when op was last met by lazy cleanup, if it is recorded.
-func (r *CleanupReconciler) metAt(op *arbiterv1alpha1.ConflictResolutionOperation) (time.Time, bool) {
-	v, ok := r.met.Get(client.ObjectKeyFromObject(op))
-	if !ok || v.(metRecord).uid != op.UID {
-		return time.Time{}, false
-	}
-	return v.(metRecord).at, true
-}
-
 // ticket is a deletion token reserved for one zombie from its policy's
 // limiter, due at the reservation's time.
 type ticket struct {
@@ -252,7 +182,7 @@ type ticket struct {
 // retrying at every token.
 func (r *CleanupReconciler) admit(t *policyTracker, op *arbiterv1alpha1.ConflictResolutionOperation) time.Duration {
 	key := client.ObjectKeyFromObject(op)
-	now := time.Now()
+	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if tk, ok := r.tickets[key]; ok {
@@ -333,7 +263,7 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		return 0, nil
 	case err != nil:
 		r.mu.Lock()
-		t.outcomes.Add(time.Now(), true)
+		t.outcomes.Add(r.now(), true)
 		t.failed++
 		r.mu.Unlock()
 		metrics.CleanupTotal.WithLabelValues(judged.Namespace, strategy, "failure").Inc()
@@ -341,9 +271,9 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		r.reportDue(gov)
 		return 0, fmt.Errorf("removing %s: %w", client.ObjectKeyFromObject(judged), err)
 	}
-	latency := time.Since(cleanup.CompletedAt(judged))
+	latency := r.now().Sub(cleanup.CompletedAt(judged))
 	r.mu.Lock()
-	t.outcomes.Add(time.Now(), false)
+	t.outcomes.Add(r.now(), false)
 	t.latencies.Add(latency)
 	t.cleaned++
 	r.mu.Unlock()

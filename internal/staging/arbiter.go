@@ -273,6 +273,22 @@ func (a *Arbiter) Tick(now time.Time) (changed []ID, next time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 
+	changed = a.decide(a.contendersDue(now))
+	preempted, next := a.preempt(now)
+	// A preempted holder is told at once: it may be backing off, with
+	// nothing to wake it until then.
+	changed = append(changed, preempted...)
+	for _, t := range a.targets {
+		if !t.deadline.IsZero() && now.Before(t.deadline) && (next.IsZero() || t.deadline.Before(next)) {
+			next = t.deadline
+		}
+	}
+	return changed, next
+}
+
+// contendersDue are the contenders to decide at now: those whose every
+// target is free with its batch closed.
+func (a *Arbiter) contendersDue(now time.Time) []Contender {
 	due := map[Key]bool{}
 	for k, t := range a.targets {
 		if t.holder == (ID{}) && (len(t.pending) > 0 || len(t.queued) > 0) && !now.Before(t.deadline) {
@@ -289,14 +305,9 @@ func (a *Arbiter) Tick(now time.Time) (changed []ID, next time.Time) {
 		changedDue = false
 		for k := range due {
 			for id := range a.contenderIDs(k) {
-				for _, other := range a.members[id].c.Targets {
-					if !due[other] && a.targets[other].holder == (ID{}) {
-						delete(due, k)
-						changedDue = true
-						break
-					}
-				}
-				if !due[k] {
+				if a.waitsForOpenBatch(due, id) {
+					delete(due, k)
+					changedDue = true
 					break
 				}
 			}
@@ -315,6 +326,22 @@ func (a *Arbiter) Tick(now time.Time) (changed []ID, next time.Time) {
 			}
 		}
 	}
+	return cs
+}
+
+// waitsForOpenBatch reports whether contender id has a target that is not
+// due but free: its batch is still open.
+func (a *Arbiter) waitsForOpenBatch(due map[Key]bool, id ID) bool {
+	for _, other := range a.members[id].c.Targets {
+		if !due[other] && a.targets[other].holder == (ID{}) {
+			return true
+		}
+	}
+	return false
+}
+
+// decide arbitrates cs, records each verdict and returns who got one.
+func (a *Arbiter) decide(cs []Contender) (changed []ID) {
 	// A contender's batch size is the number of contenders on its busiest target.
 	perTarget := map[Key]int{}
 	for _, c := range cs {
@@ -355,17 +382,7 @@ func (a *Arbiter) Tick(now time.Time) (changed []ID, next time.Time) {
 			}
 		}
 	}
-
-	preempted, next := a.preempt(now)
-	// A preempted holder is told at once: it may be backing off, with
-	// nothing to wake it until then.
-	changed = append(changed, preempted...)
-	for _, t := range a.targets {
-		if !t.deadline.IsZero() && now.Before(t.deadline) && (next.IsZero() || t.deadline.Before(next)) {
-			next = t.deadline
-		}
-	}
-	return changed, next
+	return changed
 }
 
 // preempt marks holders to preempt at now, returns them, and when the next

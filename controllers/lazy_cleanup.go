@@ -1,0 +1,94 @@
+package controllers
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/internal/cleanup"
+	"github.com/arbiter-dev/arbiter/internal/registry"
+)
+
+// Lazy cleanup: zombies are removed when arbiter meets their target, never
+// on a timer.
+
+// MeetTargets tells lazy cleanup that arbiter is working on an operation's
+// targets; their zombies old enough under a Lazy policy are removed. It
+// never blocks the caller.
+func (r *CleanupReconciler) MeetTargets(op *arbiterv1alpha1.ConflictResolutionOperation) {
+	// A copy of what lazy cleanup reads: the caller goes on with op.
+	met := &arbiterv1alpha1.ConflictResolutionOperation{ObjectMeta: metav1.ObjectMeta{Namespace: op.Namespace, Name: op.Name, UID: op.UID}}
+	for _, t := range op.Spec.Targets {
+		met.Spec.Targets = append(met.Spec.Targets, arbiterv1alpha1.Target{APIVersion: t.APIVersion, Kind: t.Kind, Name: t.Name})
+	}
+	select {
+	case r.meetings <- event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]{Object: met}:
+	default: // Lazy cleanup is best effort: the target will be met again.
+	}
+}
+
+// enqueueMet hands the zombies of a met operation's targets that a Lazy
+// policy lets go to the zombie controller, with a record that they were
+// met: their removal then waits for its deletion token on a timer, never in
+// this one goroutine that serves every namespace.
+func (r *CleanupReconciler) enqueueMet(ctx context.Context, e event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation],
+	q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	op := e.Object
+	policies, err := r.policies(ctx, op.Namespace)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Lazy cleanup skipped a meeting", "operation", client.ObjectKeyFromObject(op))
+		return
+	}
+	// Most namespaces have no Lazy policy: then a target's operations need
+	// not be read at all.
+	if r.DefaultStrategy != string(arbiterv1alpha1.CleanupLazy) && !slices.ContainsFunc(policies, func(p arbiterv1alpha1.CleanupPolicy) bool {
+		return p.Spec.Strategy == arbiterv1alpha1.CleanupLazy
+	}) {
+		return
+	}
+	now := r.now()
+	for _, t := range op.Spec.Targets {
+		ops, err := registry.OnTarget(ctx, r.Client, registry.KeyOf(op.Namespace, t))
+		if err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Lazy cleanup skipped a target", "operation", client.ObjectKeyFromObject(op), "target", t.Name)
+			continue
+		}
+		for i := range ops {
+			z := &ops[i]
+			if !z.Status.Phase.IsTerminal() || !z.DeletionTimestamp.IsZero() {
+				continue
+			}
+			gov := r.governing(z, policies)
+			if gov == nil || gov.Spec.Strategy != arbiterv1alpha1.CleanupLazy || !cleanup.Judge(gov, z).Due(now) {
+				continue
+			}
+			key := client.ObjectKeyFromObject(z)
+			r.met.Add(key, metRecord{uid: z.UID, at: now})
+			q.Add(reconcile.Request{NamespacedName: key})
+		}
+	}
+}
+
+// metRecord says when lazy cleanup met a zombie.
+type metRecord struct {
+	uid types.UID
+	at  time.Time
+}
+
+// metAt returns when op was last met by lazy cleanup, if it is recorded.
+func (r *CleanupReconciler) metAt(op *arbiterv1alpha1.ConflictResolutionOperation) (time.Time, bool) {
+	v, ok := r.met.Get(client.ObjectKeyFromObject(op))
+	if !ok || v.(metRecord).uid != op.UID {
+		return time.Time{}, false
+	}
+	return v.(metRecord).at, true
+}
