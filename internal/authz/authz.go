@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -27,7 +28,7 @@ import (
 var Verbs = []string{"get", "update"}
 
 // decisionTTL is how long an answer is reused: a storm of operations from
-// one requester on one target costs one review per verb, and a revoked
+// one requester in one namespace costs one review per verb, and a revoked
 // permission takes effect within it.
 const decisionTTL = 10 * time.Second
 
@@ -47,8 +48,9 @@ type Checker struct {
 	// Clock tells the answers' age; the real clock when nil.
 	Clock clock.PassiveClock
 
-	once    sync.Once
-	answers *lru.Cache
+	once     sync.Once
+	answers  *lru.Cache
+	inflight singleflight.Group
 }
 
 // answersKept bounds the answers reused: the least recently used go first.
@@ -81,8 +83,16 @@ func (c *Checker) Check(ctx context.Context, op *arbiterv1alpha1.ConflictResolut
 		}
 		for _, verb := range Verbs {
 			attrs := authorizationv1.ResourceAttributes{Namespace: op.Namespace, Verb: verb,
-				Group: mapping.Resource.Group, Version: mapping.Resource.Version, Resource: mapping.Resource.Resource, Name: t.Name}
+				Group: mapping.Resource.Group, Version: mapping.Resource.Version, Resource: mapping.Resource.Resource}
+			// First for every object of the kind in the namespace: one answer
+			// covers every target of a requester's storm. Only a refusal
+			// there asks about the one object, which a role limited to
+			// resourceNames may still allow.
 			allowed, reason, err := c.review(ctx, who, attrs)
+			if err == nil && !allowed {
+				attrs.Name = t.Name
+				allowed, reason, err = c.review(ctx, who, attrs)
+			}
 			if err != nil {
 				return err
 			}
@@ -112,16 +122,28 @@ func (c *Checker) review(ctx context.Context, who *arbiterv1alpha1.RequesterInfo
 		return d.(cached).allowed, d.(cached).reason, nil
 	}
 
-	extra := make(map[string]authorizationv1.ExtraValue, len(who.Extra))
-	for k, v := range who.Extra {
-		extra[k] = v
+	// Concurrent reconciles asking the same question share one review.
+	a, err, _ := c.inflight.Do(key, func() (any, error) {
+		// A flight that ended just before this one began left its answer.
+		if d, ok := c.answers.Get(key); ok && now.Sub(d.(cached).at) < cmp.Or(c.TTL, decisionTTL) {
+			return d, nil
+		}
+		extra := make(map[string]authorizationv1.ExtraValue, len(who.Extra))
+		for k, v := range who.Extra {
+			extra[k] = v
+		}
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: who.Username, UID: who.UID, Groups: who.Groups, Extra: extra, ResourceAttributes: &attrs,
+		}}
+		if err := c.Client.Create(ctx, sar); err != nil {
+			return nil, fmt.Errorf("reviewing %s %s/%s for %s: %w", attrs.Verb, attrs.Resource, attrs.Name, who.Username, err)
+		}
+		answer := cached{allowed: sar.Status.Allowed, reason: sar.Status.Reason, at: now}
+		c.answers.Add(key, answer)
+		return answer, nil
+	})
+	if err != nil {
+		return false, "", err
 	}
-	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-		User: who.Username, UID: who.UID, Groups: who.Groups, Extra: extra, ResourceAttributes: &attrs,
-	}}
-	if err := c.Client.Create(ctx, sar); err != nil {
-		return false, "", fmt.Errorf("reviewing %s %s/%s for %s: %w", attrs.Verb, attrs.Resource, attrs.Name, who.Username, err)
-	}
-	c.answers.Add(key, cached{allowed: sar.Status.Allowed, reason: sar.Status.Reason, at: now})
-	return sar.Status.Allowed, sar.Status.Reason, nil
+	return a.(cached).allowed, a.(cached).reason, nil
 }

@@ -3,6 +3,8 @@ package authz
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,40 +21,74 @@ import (
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 )
 
-// A storm from one requester costs one review per verb and target, and a
-// revoked permission takes effect once the TTL has passed.
-func TestAnswersAreReusedForTheirTTL(t *testing.T) {
+// authorizer answers SubjectAccessReviews on a fake API: allow decides
+// each, and reviews counts them.
+type authorizer struct {
+	mu      sync.Mutex
+	reviews int
+	allow   func(authorizationv1.ResourceAttributes) bool
+	// gate, when set, holds every review until it is closed.
+	gate chan struct{}
+}
+
+func (a *authorizer) checker(t *testing.T, clk *clocktesting.FakePassiveClock) *Checker {
+	t.Helper()
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	allowed, reviews := true, 0
 	c := fake.NewClientBuilder().WithScheme(scheme).WithInterceptorFuncs(interceptor.Funcs{
 		Create: func(_ context.Context, _ client.WithWatch, obj client.Object, _ ...client.CreateOption) error {
 			sar, ok := obj.(*authorizationv1.SubjectAccessReview)
 			if !ok {
 				return errors.New("unexpected create")
 			}
-			reviews++
-			sar.Status.Allowed = allowed
+			if a.gate != nil {
+				<-a.gate
+			}
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			a.reviews++
+			sar.Status.Allowed = a.allow(*sar.Spec.ResourceAttributes)
 			return nil
 		}}).Build()
 	mapper := meta.NewDefaultRESTMapper(nil)
 	mapper.Add(schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}, meta.RESTScopeNamespace)
-	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
-	checker := &Checker{Client: c, Mapper: mapper, Clock: clk, TTL: 10 * time.Second}
+	return &Checker{Client: c, Mapper: mapper, Clock: clk, TTL: 10 * time.Second}
+}
+
+func (a *authorizer) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reviews
+}
+
+func operationOn(names ...string) *arbiterv1alpha1.ConflictResolutionOperation {
 	op := &arbiterv1alpha1.ConflictResolutionOperation{}
 	op.Namespace = "team"
 	op.Spec.RequestedBy = &arbiterv1alpha1.RequesterInfo{Username: "pat"}
-	op.Spec.Targets = []arbiterv1alpha1.Target{{APIVersion: "v1", Kind: "ConfigMap", Name: "settings"}}
+	for _, n := range names {
+		op.Spec.Targets = append(op.Spec.Targets, arbiterv1alpha1.Target{APIVersion: "v1", Kind: "ConfigMap", Name: n})
+	}
+	return op
+}
 
-	for range 100 {
-		if err := checker.Check(context.Background(), op); err != nil {
+// A storm from one requester costs one review per verb for the whole
+// namespace, and a revoked permission takes effect once the TTL has passed.
+func TestAnswersAreReusedForTheirTTL(t *testing.T) {
+	allowed := true
+	a := &authorizer{allow: func(authorizationv1.ResourceAttributes) bool { return allowed }}
+	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
+	checker := a.checker(t, clk)
+	op := operationOn("settings")
+
+	for i := range 100 {
+		if err := checker.Check(context.Background(), operationOn(fmt.Sprintf("cm-%d", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if reviews != len(Verbs) {
-		t.Fatalf("%d reviews for 100 checks, want %d (one per verb)", reviews, len(Verbs))
+	if a.count() != len(Verbs) {
+		t.Fatalf("%d reviews for 100 targets, want %d (one per verb, for the namespace)", a.count(), len(Verbs))
 	}
 	allowed = false // revoked
 	clk.SetTime(clk.Now().Add(9 * time.Second))
@@ -63,6 +99,39 @@ func TestAnswersAreReusedForTheirTTL(t *testing.T) {
 	var denied *Denied
 	if err := checker.Check(context.Background(), op); !errors.As(err, &denied) {
 		t.Fatalf("past the TTL, Check = %v, want Denied", err)
+	}
+}
+
+// A role limited to resourceNames allows the one object, not the namespace.
+func TestAPerNameRoleIsAskedAboutTheName(t *testing.T) {
+	a := &authorizer{allow: func(attrs authorizationv1.ResourceAttributes) bool { return attrs.Name == "settings" }}
+	checker := a.checker(t, clocktesting.NewFakePassiveClock(time.Unix(1000, 0)))
+	if err := checker.Check(context.Background(), operationOn("settings")); err != nil {
+		t.Fatalf("Check(settings) = %v, want allowed by name", err)
+	}
+	var denied *Denied
+	if err := checker.Check(context.Background(), operationOn("other")); !errors.As(err, &denied) {
+		t.Fatalf("Check(other) = %v, want Denied", err)
+	}
+}
+
+// Concurrent checks of the same question share one review.
+func TestConcurrentChecksShareOneReview(t *testing.T) {
+	a := &authorizer{allow: func(authorizationv1.ResourceAttributes) bool { return true }, gate: make(chan struct{})}
+	checker := a.checker(t, clocktesting.NewFakePassiveClock(time.Unix(1000, 0)))
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if err := checker.Check(context.Background(), operationOn("settings")); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	// Every checker waits on the first review of get; let them all in.
+	close(a.gate)
+	wg.Wait()
+	if a.count() != len(Verbs) {
+		t.Fatalf("%d reviews for 20 concurrent checks, want %d", a.count(), len(Verbs))
 	}
 }
 
