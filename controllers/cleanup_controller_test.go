@@ -139,7 +139,8 @@ var _ = Describe("Cleanup", func() {
 			g.Expect(s.CleanupLatency).NotTo(BeNil())
 			g.Expect(s.CleanupLatency.P99.Duration).To(BeNumerically(">=", s.CleanupLatency.P50.Duration))
 			g.Expect(meta.IsStatusConditionTrue(s.Conditions, arbiterv1alpha1.PolicyReady)).To(BeTrue())
-			g.Expect(events(ns, "loser", corev1.EventTypeNormal)).To(ContainElement(HavePrefix("Cleaned: Removed")))
+			g.Expect(events(ns, "immediate", corev1.EventTypeNormal)).To(ContainElement("Cleaned: Removed 1 zombie(s) since the last report"))
+			g.Expect(events(ns, "loser", corev1.EventTypeNormal)).To(BeEmpty(), "no event per zombie, nor for losing its batch")
 		}, util.Timeout, util.Interval).Should(Succeed())
 	})
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
@@ -166,6 +167,11 @@ func (r *CleanupReconciler) reconcilePolicy(ctx context.Context, req ctrl.Reques
 		t.cleaned -= f.Cleaned
 		t.failed -= f.Failed
 		r.mu.Unlock()
+		// One event per report for every zombie removed since the last
+		// (a dryRun policy's WouldClean events name each instead).
+		if f.Cleaned > 0 && !p.Spec.DryRun {
+			r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "Cleaned", "Cleanup", "Removed %d zombie(s) since the last report", f.Cleaned)
+		}
 	}
 	return ctrl.Result{RequeueAfter: rep.Refresh}, nil
 }

@@ -203,7 +203,6 @@ func (r *OperationReconciler) onQueued(ctx context.Context, op *arbiterv1alpha1.
 		return ctrl.Result{}, fmt.Errorf("recording queued status: %w", err)
 	}
 	r.Arbiter.Settle(key(op))
-	r.Recorder.Eventf(op, nil, corev1.EventTypeNormal, arbiterv1alpha1.ReasonQueued, "Stage", "Queued behind %s", winner)
 	return ctrl.Result{RequeueAfter: op.Deadline().Sub(r.now())}, nil
 }
 
@@ -240,7 +239,11 @@ func (r *OperationReconciler) onWon(ctx context.Context, op *arbiterv1alpha1.Con
 	id := key(op)
 	r.Arbiter.Settle(id)
 	r.Arbiter.Started(id, now, op.Spec.GracePeriodOrDefault())
-	r.Recorder.Eventf(op, nil, corev1.EventTypeNormal, arbiterv1alpha1.ReasonStaged, "Stage", "Won staging among %d operations", max(v.BatchSize, 1))
+	if v.BatchSize > 1 {
+		// The batch's one event: its losers' status names this winner.
+		r.Recorder.Eventf(op, nil, corev1.EventTypeNormal, "Won", "Stage",
+			"Won staging among %d operations on its targets; the others are Rejected or Queued behind it", v.BatchSize)
+	}
 	return r.execute(ctx, op)
 }
 

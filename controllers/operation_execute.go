@@ -6,7 +6,6 @@ import (
 
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -53,9 +52,6 @@ func (r *OperationReconciler) execute(ctx context.Context, op *arbiterv1alpha1.C
 			next = deadline
 		}
 		return ctrl.Result{RequeueAfter: max(next.Sub(r.now()), time.Millisecond)}, nil
-	}
-	if retries := res.Attempts - int32(len(res.Targets)); retries > 0 && res.Failure == nil {
-		r.Recorder.Eventf(op, nil, corev1.EventTypeNormal, "Retrying", "Execute", "Retried after %d conflicts with other writers", retries)
 	}
 	if err := r.recordOutcome(ctx, op, res); err != nil {
 		return ctrl.Result{}, err

@@ -129,21 +129,30 @@ func (r *OperationReconciler) finish(ctx context.Context, op *arbiterv1alpha1.Co
 	}
 	r.finished.add(op.UID, now)
 
-	eventType := corev1.EventTypeNormal
-	if phase == arbiterv1alpha1.PhaseFailed {
-		eventType = corev1.EventTypeWarning
+	if eventType, eventReason, ok := outcomeEvent(phase, reason); ok {
+		r.Recorder.Eventf(op, nil, eventType, eventReason, string(phase), "%s: %s", reason, message)
 	}
-	// Events say the transition (Succeeded, Rejected, Preempted, Failed,
-	// Cancelled); the note carries the reason.
-	eventReason := string(phase)
-	if reason == arbiterv1alpha1.ReasonPreempted {
-		eventReason = reason
-	}
-	r.Recorder.Eventf(op, nil, eventType, eventReason, string(phase), "%s: %s", reason, message)
 	metrics.OperationsTotal.WithLabelValues(op.Namespace, op.Spec.Function, string(phase), reason).Inc()
 	metrics.OperationDuration.Observe(now.Sub(op.CreationTimestamp.Time).Seconds())
 	ctrl.LoggerFrom(ctx).V(1).Info("Operation finished", "phase", phase, "reason", reason, "message", message)
 	return nil
+}
+
+// outcomeEvent is the event an outcome is worth, if any. Every event is a
+// write the API server serves: an outcome that status and conditions tell
+// in full (Succeeded, or Rejected by a batch's winner, whose event names the
+// batch) has none. What a human must look at has one: a failure (Warning),
+// a preemption, a cancellation.
+func outcomeEvent(phase arbiterv1alpha1.OperationPhase, reason string) (eventType, eventReason string, ok bool) {
+	switch {
+	case phase == arbiterv1alpha1.PhaseFailed:
+		return corev1.EventTypeWarning, string(phase), true
+	case reason == arbiterv1alpha1.ReasonPreempted:
+		return corev1.EventTypeNormal, reason, true
+	case phase == arbiterv1alpha1.PhaseCancelled:
+		return corev1.EventTypeNormal, string(phase), true
+	}
+	return "", "", false
 }
 
 // patchStatus applies mutate to op's status and writes it in one merge

@@ -92,3 +92,27 @@ func TestPriorityIsLentOnlyByALiveParentOfTheSameRequester(t *testing.T) {
 		}
 	}
 }
+
+func TestOnlyOutcomesAHumanMustSeeAreEvents(t *testing.T) {
+	for _, tc := range []struct {
+		phase  arbiterv1alpha1.OperationPhase
+		reason string
+		want   string // event type and reason, or "" for none
+	}{
+		{arbiterv1alpha1.PhaseSucceeded, arbiterv1alpha1.ReasonApplied, ""},
+		{arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.ReasonLostStaging, ""},
+		{arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.ReasonPreempted, "Normal Preempted"},
+		{arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonForbidden, "Warning Failed"},
+		{arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonRollbackFailed, "Warning Failed"},
+		{arbiterv1alpha1.PhaseCancelled, arbiterv1alpha1.ReasonCancelled, "Normal Cancelled"},
+	} {
+		eventType, reason, ok := outcomeEvent(tc.phase, tc.reason)
+		got := ""
+		if ok {
+			got = eventType + " " + reason
+		}
+		if got != tc.want {
+			t.Errorf("%s/%s: event %q, want %q", tc.phase, tc.reason, got, tc.want)
+		}
+	}
+}

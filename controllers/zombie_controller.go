@@ -279,6 +279,9 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 	r.mu.Unlock()
 	metrics.CleanupTotal.WithLabelValues(judged.Namespace, strategy, "success").Inc()
 	metrics.CleanupLatency.WithLabelValues(strategy).Observe(latency.Seconds())
-	r.Recorder.Eventf(judged, gov, corev1.EventTypeNormal, "Cleaned", "Cleanup", "Removed %s after it ended (%s)", latency.Round(time.Millisecond), why)
+	// No event per zombie: it is gone, and a sweep of thousands would cost
+	// as many writes. The policy's report carries one event for them all.
+	ctrl.LoggerFrom(ctx).V(1).Info("Removed zombie", "operation", client.ObjectKeyFromObject(judged),
+		"policy", gov.Name, "why", why, "latency", latency.Round(time.Millisecond))
 	return 0, nil
 }

@@ -57,7 +57,7 @@ The control plane and manager keep running (logs in .local/). Try:
   export KUBECONFIG=$PWD/.local/kubeconfig
   alias kubectl=$KUBECTL
   kubectl get cro -n bank -o wide
-  kubectl get events -n bank --field-selector reason=Rejected
+  kubectl get events -n bank --field-selector reason=Won
   kubectl explain cro.spec.staging
   curl -s http://127.0.0.1:18080/metrics | grep ^arbiter_
 Stop everything with: make down

@@ -459,12 +459,22 @@ func (e *env) storm(raw Result) Result {
 			ops = append(ops, operation(ns, fmt.Sprintf("op-%d-%d", t, i), t, int32(i+1), false))
 		}
 	}
-	before, cpuBefore := e.writes(), cpuSeconds(e.mgr.pid())
+	before, cpuBefore, requestsBefore := e.writes(), cpuSeconds(e.mgr.pid()), e.requestsByResource()
 	lat, elapsed, phases := e.run(ns, ops, true, 0)
-	after, cpu := e.writes(), cpuSeconds(e.mgr.pid())-cpuBefore
+	after, cpu, requestsAfter := e.writes(), cpuSeconds(e.mgr.pid())-cpuBefore, e.requestsByResource()
 	n := float64(len(ops))
+	perOperation := func(resource string) float64 { return (requestsAfter[resource] - requestsBefore[resource]) / n }
+	var requests float64
+	for resource := range requestsAfter {
+		requests += perOperation(resource)
+	}
 	return Result{Scenario: "storm-reject-immediate", Cores: runtime.NumCPU(), Figures: map[string]float64{
-		"operations": n, "succeeded": float64(phases[arbiterv1alpha1.PhaseSucceeded]), "rejected": float64(phases[arbiterv1alpha1.PhaseRejected]),
+		"api_requests_per_operation":           requests,
+		"event_requests_per_operation":         perOperation("events"),
+		"access_review_requests_per_operation": perOperation("subjectaccessreviews"),
+		"operation_requests_per_operation":     perOperation("conflictresolutionoperations"),
+		"target_requests_per_operation":        perOperation("accounts"),
+		"operations":                           n, "succeeded": float64(phases[arbiterv1alpha1.PhaseSucceeded]), "rejected": float64(phases[arbiterv1alpha1.PhaseRejected]),
 		"seconds_until_all_terminal_and_losers_gone": elapsed.Seconds(),
 		"operations_per_second":                      n / elapsed.Seconds(),
 		"ratio_to_raw_limit":                         n / elapsed.Seconds() / raw.Figures["operations_per_second"],
@@ -472,7 +482,7 @@ func (e *env) storm(raw Result) Result {
 		"latency_p99_seconds":                        percentile(lat, 99).Seconds(),
 		"api_writes_per_operation":                   (after - before) / n,
 		"manager_cpu_seconds":                        cpu,
-	}, Notes: "200 targets x 5 operations from 32 workers; latency from create (client clock) to terminal (watch); API writes from apiserver_request_total (operations and targets, status included)"}
+	}, Notes: "200 targets x 5 operations from 32 workers; latency from create (client clock) to terminal (watch); API writes from apiserver_request_total (operations and targets, status included); API requests of every resource and verb but WATCH, the client's included"}
 }
 
 // queue: 50 targets x 10 queued operations, all applied.
@@ -505,6 +515,20 @@ func (e *env) writes() float64 {
 // writesByResource counts the API server's mutating requests so far, by
 // resource, from its apiserver_request_total.
 func (e *env) writesByResource() map[string]float64 {
+	return e.apiRequests(func(verb string) bool {
+		return verb == "POST" || verb == "PUT" || verb == "PATCH" || verb == "DELETE"
+	})
+}
+
+// requestsByResource counts the API server's requests so far, every verb
+// but the long-running WATCH, by resource.
+func (e *env) requestsByResource() map[string]float64 {
+	return e.apiRequests(func(verb string) bool { return verb != "WATCH" })
+}
+
+// apiRequests sums apiserver_request_total by resource, over the verbs
+// counted.
+func (e *env) apiRequests(counted func(verb string) bool) map[string]float64 {
 	raw, err := e.kube.RESTClient().Get().AbsPath("/metrics").DoRaw(e.ctx)
 	if err != nil {
 		e.t.Fatal(err)
@@ -520,8 +544,7 @@ func (e *env) writesByResource() map[string]float64 {
 		for _, l := range m.GetLabel() {
 			labels[l.GetName()] = l.GetValue()
 		}
-		switch labels["verb"] {
-		case "POST", "PUT", "PATCH", "DELETE":
+		if labels["resource"] != "" && counted(labels["verb"]) {
 			total[labels["resource"]] += m.GetCounter().GetValue()
 		}
 	}
