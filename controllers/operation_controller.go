@@ -209,7 +209,8 @@ func (r *OperationReconciler) onQueued(ctx context.Context, op *arbiterv1alpha1.
 // onWon records the win (so that a restarted manager recovers it first),
 // then executes.
 func (r *OperationReconciler) onWon(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation, st staged, v staging.Verdict) (ctrl.Result, error) {
-	if op.Status.Phase == arbiterv1alpha1.PhaseQueued {
+	wasQueued := op.Status.Phase == arbiterv1alpha1.PhaseQueued
+	if wasQueued {
 		// Its requester may have lost the right while it waited.
 		f, err := r.checkTargets(ctx, op)
 		if err != nil {
@@ -239,8 +240,9 @@ func (r *OperationReconciler) onWon(ctx context.Context, op *arbiterv1alpha1.Con
 	id := key(op)
 	r.Arbiter.Settle(id)
 	r.Arbiter.Started(id, now, op.Spec.GracePeriodOrDefault())
-	if v.BatchSize > 1 {
-		// The batch's one event: its losers' status names this winner.
+	if v.BatchSize > 1 && !wasQueued {
+		// The batch's one event: its losers' status names this winner. A
+		// queued operation's turn is no new contest: the queue had its event.
 		r.Recorder.Eventf(op, nil, corev1.EventTypeNormal, "Won", "Stage",
 			"Won staging among %d operations on its targets; the others are Rejected or Queued behind it", v.BatchSize)
 	}

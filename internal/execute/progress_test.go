@@ -137,12 +137,19 @@ func TestExecuteBacksOffWithoutWaitingAndGoesOnWhereItStopped(t *testing.T) {
 	}
 }
 
-func TestExecuteEndsConflictRetriesExhaustedAndRollsBack(t *testing.T) {
+// aWrittenThenBAlwaysConflicting is a two-target execution whose second
+// target meets a 409 at every write.
+func aWrittenThenBAlwaysConflicting(t *testing.T) (*fakeTargets, *clocktesting.FakePassiveClock, *Executor, Request) {
+	t.Helper()
 	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
 	f.conflict = func(name string) bool { return name == "b" }
 	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
-	e := &Executor{Reader: f, Writer: f, Clock: clk}
-	req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
+	return f, clk, &Executor{Reader: f, Writer: f, Clock: clk},
+		requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
+}
+
+func TestExecuteEndsConflictRetriesExhaustedAndRollsBack(t *testing.T) {
+	f, clk, e, req := aWrittenThenBAlwaysConflicting(t)
 	var p Progress
 	res, err := e.Execute(context.Background(), req, &p)
 	for ; err == nil && !res.Done(); res, err = e.Execute(context.Background(), req, &p) {
@@ -163,11 +170,7 @@ func TestExecuteEndsConflictRetriesExhaustedAndRollsBack(t *testing.T) {
 }
 
 func TestExecuteStopsDuringBackoffAndRollsBack(t *testing.T) {
-	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
-	f.conflict = func(name string) bool { return name == "b" }
-	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
-	e := &Executor{Reader: f, Writer: f, Clock: clk}
-	req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
+	f, _, e, req := aWrittenThenBAlwaysConflicting(t)
 	var p Progress
 	if res, err := e.Execute(context.Background(), req, &p); err != nil || res.Done() {
 		t.Fatalf("want a backoff, got done %v, err %v", res.Done(), err)

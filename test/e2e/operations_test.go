@@ -8,6 +8,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/arbiter-dev/arbiter/test/util"
 )
@@ -87,23 +88,22 @@ var _ = Describe("Uninstalling after the manager is gone", func() {
 
 		// Without the manager its webhook cannot admit operations; an
 		// uninstall has removed it anyway.
-		webhooks := &admissionregistrationv1.ValidatingWebhookConfigurationList{}
-		Expect(k8sClient.List(ctx, webhooks)).To(Succeed())
-		for i := range webhooks.Items {
-			w := &webhooks.Items[i]
-			Expect(k8sClient.Delete(ctx, w)).To(Succeed())
-			DeferCleanup(func() {
-				w.ResourceVersion, w.UID = "", ""
-				Expect(k8sClient.Create(ctx, w)).To(Succeed())
-			})
-		}
+		validating := &admissionregistrationv1.ValidatingWebhookConfigurationList{}
 		mutating := &admissionregistrationv1.MutatingWebhookConfigurationList{}
+		Expect(k8sClient.List(ctx, validating)).To(Succeed())
 		Expect(k8sClient.List(ctx, mutating)).To(Succeed())
+		var webhooks []client.Object
+		for i := range validating.Items {
+			webhooks = append(webhooks, &validating.Items[i])
+		}
 		for i := range mutating.Items {
-			w := &mutating.Items[i]
+			webhooks = append(webhooks, &mutating.Items[i])
+		}
+		for _, w := range webhooks {
 			Expect(k8sClient.Delete(ctx, w)).To(Succeed())
 			DeferCleanup(func() {
-				w.ResourceVersion, w.UID = "", ""
+				w.SetResourceVersion("")
+				w.SetUID("")
 				Expect(k8sClient.Create(ctx, w)).To(Succeed())
 			})
 		}
