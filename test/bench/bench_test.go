@@ -327,6 +327,14 @@ func operation(ns, name string, target int, priority int32, queue bool) *arbiter
 func (e *env) rawLimit() Result {
 	const ns, targets, per = "raw", 200, 5
 	e.namespace(ns, targets)
+	// The CRDs are served a moment after they are installed: measuring
+	// before then would time failed creates.
+	served := func(ctx context.Context) (bool, error) {
+		return e.c.List(ctx, &arbiterv1alpha1.ConflictResolutionOperationList{}, client.InNamespace(ns)) == nil, nil
+	}
+	if err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, time.Minute, true, served); err != nil {
+		e.t.Fatal("ConflictResolutionOperations are not served a minute after the CRDs were installed")
+	}
 	start := time.Now()
 	parallel(targets, func(t int) {
 		var ops []*arbiterv1alpha1.ConflictResolutionOperation
