@@ -72,6 +72,8 @@ func markFinished(op *arbiterv1alpha1.ConflictResolutionOperation, phase arbiter
 		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: condType, Status: metav1.ConditionTrue,
 			Reason: reason, Message: message, ObservedGeneration: op.Generation})
 	}
+	meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: arbiterv1alpha1.OperationFinished, Status: metav1.ConditionTrue,
+		Reason: string(phase), Message: message, ObservedGeneration: op.Generation})
 	s.ObservedGeneration = op.Generation
 }
 

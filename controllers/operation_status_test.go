@@ -52,6 +52,10 @@ func TestStatusTransitions(t *testing.T) {
 			if tc.condition != "" && !meta.IsStatusConditionTrue(s.Conditions, tc.condition) {
 				t.Errorf("condition %s not True: %v", tc.condition, s.Conditions)
 			}
+			finished := meta.FindStatusCondition(s.Conditions, arbiterv1alpha1.OperationFinished)
+			if tc.terminal != (finished != nil && finished.Status == metav1.ConditionTrue && finished.Reason == string(tc.phase)) {
+				t.Errorf("Finished condition %+v for terminal=%v", finished, tc.terminal)
+			}
 			staged := meta.FindStatusCondition(s.Conditions, arbiterv1alpha1.OperationStaged)
 			if tc.stagedNote {
 				if staged == nil || staged.Message != "Staged with effective priority 7; "+st.note || !s.StagedAt.Time.Equal(at) || s.EffectivePriority != 7 {

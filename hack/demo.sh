@@ -27,7 +27,7 @@ settle() {
 say "1. The sample bank: accounts alice and bob, a cleanup policy, three operations"
 k apply --server-side --force-conflicts -k config/samples
 for op in credit-alice freeze-bob transfer-ownership-alice; do
-  k wait -n bank --for=jsonpath='{.status.completedAt}' "cro/$op" --timeout=60s >/dev/null
+  k wait -n bank --for=condition=Finished "cro/$op" --timeout=60s >/dev/null
 done
 k get cro -n bank credit-alice freeze-bob transfer-ownership-alice
 balances

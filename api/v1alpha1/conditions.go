@@ -12,6 +12,10 @@ const (
 	OperationRejected = "Rejected"
 	// OperationFailed is True once the operation could not be applied.
 	OperationFailed = "Failed"
+	// OperationFinished is True on every terminal operation, whatever the
+	// outcome; its reason is the phase. `kubectl wait --for=condition=Finished`
+	// waits for any outcome.
+	OperationFinished = "Finished"
 )
 
 // Reasons of ConflictResolutionOperation, used in status.reason and in

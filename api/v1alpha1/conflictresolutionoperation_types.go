@@ -434,7 +434,9 @@ type ConflictResolutionOperationStatus struct {
 	// +kubebuilder:validation:MaxItems=16
 	Targets []TargetStatus `json:"targets,omitempty"`
 
-	// conditions are Staged, Succeeded, Rejected and Failed.
+	// conditions are Staged, Succeeded, Rejected, Failed, and Finished, True
+	// on every terminal operation with the phase as its reason
+	// (`kubectl wait --for=condition=Finished`).
 	// +optional
 	// +listType=map
 	// +listMapKey=type

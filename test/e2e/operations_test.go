@@ -19,7 +19,7 @@ var _ = Describe("Operations applied with kubectl", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred())
 	})
 
-	It("can be waited for with kubectl wait, on a condition and on a phase", func() {
+	It("can be waited for with kubectl wait, on a condition, on any outcome and on a phase", func() {
 		_, err := kubectl("wait", "-n", "bank", "--for=condition=Succeeded", "cro/credit-alice", "--timeout=60s")
 		Expect(err).NotTo(HaveOccurred())
 		_, err = kubectl("wait", "-n", "bank", "--for=jsonpath={.status.phase}=Rejected", "cro/transfer-ownership-alice", "--timeout=60s")
@@ -27,6 +27,14 @@ var _ = Describe("Operations applied with kubectl", Ordered, func() {
 		out, err := kubectl("get", "cro", "-n", "bank", "transfer-ownership-alice", "-o", "jsonpath={.status.winner}")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(out).To(Equal("credit-alice"))
+		// Finished is True whatever the outcome: a winner and a loser alike.
+		for _, op := range []string{"cro/credit-alice", "cro/transfer-ownership-alice"} {
+			_, err = kubectl("wait", "-n", "bank", "--for=condition=Finished", op, "--timeout=60s")
+			Expect(err).NotTo(HaveOccurred())
+		}
+		out, err = kubectl("get", "cro", "-n", "bank", "transfer-ownership-alice", "-o", `jsonpath={.status.conditions[?(@.type=="Finished")].reason}`)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(Equal("Rejected"))
 	})
 
 	It("arbitrates five simultaneous credits: one winner, four rejected naming it, the account changed once", func() {
