@@ -11,7 +11,7 @@ var (
 	// OperationsTotal counts operations reaching a terminal phase.
 	OperationsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "arbiter_operations_total",
-		Help: "Operations that reached a terminal phase, by namespace, function, phase and reason.",
+		Help: "Operations that reached a terminal phase, by namespace, function (the first 100 names seen; later ones are \"other\"), phase and reason.",
 	}, []string{"namespace", "function", "phase", "reason"})
 
 	// OperationDuration observes creation to terminal phase.
@@ -62,7 +62,8 @@ var (
 	CleanupLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "arbiter_cleanup_latency_seconds",
 		Help:    "Time from an operation's completedAt until arbiter removed it, by strategy.",
-		Buckets: prometheus.ExponentialBuckets(0.01, 4, 12),
+		// 10ms to 46h: Immediate's milliseconds to Lazy's 6-24h retentions.
+		Buckets: prometheus.ExponentialBuckets(0.01, 4, 13),
 	}, []string{"strategy"})
 )
 
