@@ -60,8 +60,8 @@ var (
 
 	// CleanupLatency observes the time from completedAt until an operation was removed.
 	CleanupLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "arbiter_cleanup_latency_seconds",
-		Help:    "Time from an operation's completedAt until arbiter removed it, by strategy.",
+		Name: "arbiter_cleanup_latency_seconds",
+		Help: "Time from an operation's completedAt until arbiter removed it, by strategy.",
 		// 10ms to 46h: Immediate's milliseconds to Lazy's 6-24h retentions.
 		Buckets: prometheus.ExponentialBuckets(0.01, 4, 13),
 	}, []string{"strategy"})
