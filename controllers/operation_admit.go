@@ -19,8 +19,14 @@ import (
 // operation (refused) when not.
 func (r *OperationReconciler) admit(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (st staged, refused bool, err error) {
 	refuse := func(phase arbiterv1alpha1.OperationPhase, reason, message string) (staged, bool, error) {
+		// Released only once the outcome is written: a write on a stale
+		// copy (of an operation that is in fact executing) meets a 409,
+		// and its targets stay held.
+		if err := r.finish(ctx, op, phase, reason, message, nil); err != nil {
+			return staged{}, true, err
+		}
 		r.Arbiter.Forget(key(op))
-		return staged{}, true, r.finish(ctx, op, phase, reason, message, nil)
+		return staged{}, true, nil
 	}
 	switch {
 	case op.Annotations[arbiterv1alpha1.CancelAnnotation] == "true":

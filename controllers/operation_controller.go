@@ -140,7 +140,7 @@ func (r *OperationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err := r.Client.Get(ctx, req.NamespacedName, op); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Arbiter.Forget(req.NamespacedName)
-			r.executions.drop(req.NamespacedName)
+			r.executions.drop(req.NamespacedName, "")
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -149,6 +149,7 @@ func (r *OperationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, nil
 	case stateFinished, stateDeleted:
 		r.Arbiter.ForgetUID(key(op), string(op.UID))
+		r.executions.drop(req.NamespacedName, op.UID)
 		return ctrl.Result{}, r.releaseFinalizer(ctx, op)
 	case stateNotReady:
 		return ctrl.Result{RequeueAfter: notReadyRetry}, nil
@@ -174,7 +175,7 @@ func (r *OperationReconciler) stage(ctx context.Context, op *arbiterv1alpha1.Con
 	st.at, st.priority = v.StagedAt, v.Priority
 	switch v.Kind {
 	case staging.Wait:
-		return ctrl.Result{RequeueAfter: op.Deadline().Sub(now)}, nil
+		return ctrl.Result{RequeueAfter: untilDeadline(op, r.now())}, nil
 	case staging.Reject:
 		return ctrl.Result{}, r.onLost(ctx, op, st, v)
 	case staging.Queue:
@@ -203,7 +204,7 @@ func (r *OperationReconciler) onQueued(ctx context.Context, op *arbiterv1alpha1.
 		return ctrl.Result{}, fmt.Errorf("recording queued status: %w", err)
 	}
 	r.Arbiter.Settle(key(op))
-	return ctrl.Result{RequeueAfter: op.Deadline().Sub(r.now())}, nil
+	return ctrl.Result{RequeueAfter: untilDeadline(op, r.now())}, nil
 }
 
 // onWon records the win (so that a restarted manager recovers it first),
@@ -217,8 +218,12 @@ func (r *OperationReconciler) onWon(ctx context.Context, op *arbiterv1alpha1.Con
 			return ctrl.Result{}, err
 		}
 		if f != nil {
+			// Released only once the outcome is written, as in admit.
+			if err := r.finish(ctx, op, arbiterv1alpha1.PhaseFailed, f.Reason, f.Message, nil); err != nil {
+				return ctrl.Result{}, err
+			}
 			r.Arbiter.Forget(key(op))
-			return ctrl.Result{}, r.finish(ctx, op, arbiterv1alpha1.PhaseFailed, f.Reason, f.Message, nil)
+			return ctrl.Result{}, nil
 		}
 	}
 	// A multi-target operation can leave partial work: hold it with the
@@ -272,6 +277,12 @@ func (r *OperationReconciler) stagedAt(op *arbiterv1alpha1.ConflictResolutionOpe
 		return op.Status.StagedAt.Time
 	}
 	return r.now()
+}
+
+// untilDeadline is how soon a waiting operation must be looked at again to
+// time out: never zero, which would mean never.
+func untilDeadline(op *arbiterv1alpha1.ConflictResolutionOperation, now time.Time) time.Duration {
+	return max(op.Deadline().Sub(now), time.Millisecond)
 }
 
 // key is how the arbiter knows an operation.

@@ -56,7 +56,7 @@ func (r *OperationReconciler) execute(ctx context.Context, op *arbiterv1alpha1.C
 	if err := r.recordOutcome(ctx, op, res); err != nil {
 		return ctrl.Result{}, err
 	}
-	r.executions.drop(client.ObjectKeyFromObject(op))
+	r.executions.drop(client.ObjectKeyFromObject(op), op.UID)
 	r.Arbiter.Forget(id)
 	return ctrl.Result{}, r.releaseFinalizer(ctx, op)
 }

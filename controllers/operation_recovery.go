@@ -165,9 +165,12 @@ func (e *executions) of(op *arbiterv1alpha1.ConflictResolutionOperation) *execut
 	return &x.progress
 }
 
-// drop forgets the progress of the operation named key.
-func (e *executions) drop(key types.NamespacedName) {
+// drop forgets the progress of the operation named key, if it is uid's
+// (any uid when empty).
+func (e *executions) drop(key types.NamespacedName, uid types.UID) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	delete(e.by, key)
+	if x, ok := e.by[key]; ok && (uid == "" || x.uid == uid) {
+		delete(e.by, key)
+	}
 }

@@ -100,6 +100,13 @@ type Progress struct {
 	RetryAt time.Time
 	// delays paces the retries of the target being written.
 	delays *wait.Backoff
+	// sent is what the last write sent changed, when its answer was lost
+	// (a transient error): if it landed, the next call knows what to roll
+	// back.
+	sent *TargetResult
+	// final is the outcome once there is one: a call after it (its status
+	// write failed) returns it again and never goes on past a rollback.
+	final *Result
 }
 
 // Result is the outcome of one call of Execute. Failure is nil on success
@@ -143,6 +150,17 @@ func (e *Executor) now() time.Time {
 // is transient (the API server could not be reached): calling again is
 // safe, as targets that record the operation are never written twice.
 func (e *Executor) Execute(ctx context.Context, req Request, p *Progress) (Result, error) {
+	if p.final != nil {
+		return *p.final, nil
+	}
+	res, err := e.execute(ctx, req, p)
+	if err == nil && res.Done() {
+		p.final = &res
+	}
+	return res, err
+}
+
+func (e *Executor) execute(ctx context.Context, req Request, p *Progress) (Result, error) {
 	result := func(f *Failure) Result {
 		return Result{Targets: p.Targets, Attempts: p.Attempts, Failure: f}
 	}
@@ -217,6 +235,10 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 	// operation whose write landed is applied, whatever happens next.
 	if WasApplied(obj, req.UID) {
 		tr.ResourceVersionAfter, tr.Applied, tr.Recovered = obj.GetResourceVersion(), true, true
+		if sent := p.sent; sent != nil && sent.key == tr.key && sent.gvk == tr.gvk {
+			// Our own write, whose answer was lost: what it changed is known.
+			tr.changes, tr.Recovered, p.sent = sent.changes, false, nil
+		}
 		return tr, nil, nil
 	}
 	if f := req.Stop(); f != nil {
@@ -252,7 +274,11 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 	recordApplied(updated, req.UID)
 
 	p.Attempts++
+	p.sent = &TargetResult{key: tr.key, gvk: tr.gvk, changes: changes}
 	err = e.Writer.Update(ctx, updated)
+	if err == nil || apierrors.IsConflict(err) || classify(err, name, "update") != nil {
+		p.sent = nil // the answer came: the write landed, or it did not
+	}
 	switch {
 	case err == nil:
 		tr.ResourceVersionAfter, tr.Applied, tr.changes = updated.GetResourceVersion(), true, changes

@@ -307,3 +307,82 @@ func TestBackoffDelaysGrowByTheFactorUpToTheCap(t *testing.T) {
 		}
 	}
 }
+
+// A call after the outcome (its status write failed) returns the outcome
+// again: it never goes on past a rollback to apply what is left.
+func TestExecuteKeepsItsOutcome(t *testing.T) {
+	f, clk, e, req := aWrittenThenBAlwaysConflicting(t)
+	var p Progress
+	res, err := e.Execute(context.Background(), req, &p)
+	for ; err == nil && !res.Done(); res, err = e.Execute(context.Background(), req, &p) {
+		clk.SetTime(res.RetryAt)
+	}
+	if err != nil || res.Failure == nil {
+		t.Fatalf("Execute = %v, %v; want a failure", res.Failure, err)
+	}
+	// The writer that beat b is gone: a new run would now succeed.
+	f.conflict = nil
+	updates := f.updates
+	again, err := e.Execute(context.Background(), req, &p)
+	if err != nil || again.Failure == nil || again.Failure.Reason != res.Failure.Reason {
+		t.Fatalf("second call = %v, %v; want the same failure %v", again.Failure, err, res.Failure)
+	}
+	if f.updates != updates {
+		t.Fatalf("%d more updates after the outcome, want none", f.updates-updates)
+	}
+	if f.configMap(t, "a").Data["k"] != "1" || f.configMap(t, "b").Data["k"] != "1" {
+		t.Fatal("a target was written after the rollback")
+	}
+}
+
+// A write whose answer was lost but which landed is rolled back like any
+// other: this execution knows what it sent.
+func TestExecuteRollsBackAWriteWhoseAnswerWasLost(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
+	lost := true
+	f.refuse = func(name string) error {
+		if name == "b" {
+			return apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, name, nil)
+		}
+		return nil
+	}
+	e := &Executor{Reader: f, Writer: lostAnswers{fakeTargets: f, lose: func(name string) bool {
+		if name == "a" && lost {
+			lost = false
+			return true
+		}
+		return false
+	}}}
+	req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
+	var p Progress
+	if _, err := e.Execute(context.Background(), req, &p); err == nil {
+		t.Fatal("the lost answer is not reported as transient")
+	}
+	res, err := e.Execute(context.Background(), req, &p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonRolledBack {
+		t.Fatalf("Failure = %v, want RolledBack", res.Failure)
+	}
+	if got := f.configMap(t, "a"); got.Data["k"] != "1" || got.Annotations[arbiterv1alpha1.AppliedAnnotation] != "" {
+		t.Fatalf("a not restored: %v %v", got.Data, got.Annotations)
+	}
+}
+
+// lostAnswers writes through to the fake API, then loses the answer for
+// the targets lose names, as a timed-out request whose write landed.
+type lostAnswers struct {
+	*fakeTargets
+	lose func(name string) bool
+}
+
+func (l lostAnswers) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
+	if err := l.fakeTargets.Update(ctx, obj, opts...); err != nil {
+		return err
+	}
+	if l.lose(obj.GetName()) {
+		return apierrors.NewServerTimeout(schema.GroupResource{Resource: "configmaps"}, "update", 1)
+	}
+	return nil
+}
