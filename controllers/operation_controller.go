@@ -60,6 +60,7 @@ type OperationReconciler struct {
 
 // NewOperationReconciler wires the operation controller to a manager.
 func NewOperationReconciler(mgr ctrl.Manager, workers int) *OperationReconciler {
+	clk := clock.RealClock{} // one clock for every decision, backoff and review
 	return &OperationReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
@@ -67,10 +68,10 @@ func NewOperationReconciler(mgr ctrl.Manager, workers int) *OperationReconciler 
 		Arbiter:   staging.NewArbiter(),
 		// Targets are read from the API server, never the cache: a decision
 		// on a stale read would only meet a 409.
-		Executor: &execute.Executor{Reader: mgr.GetAPIReader(), Writer: client.WithFieldOwner(mgr.GetClient(), "arbiter")},
-		Authz:    &authz.Checker{Client: mgr.GetClient(), Mapper: mgr.GetRESTMapper(), Clock: clock.RealClock{}},
+		Executor: &execute.Executor{Reader: mgr.GetAPIReader(), Writer: client.WithFieldOwner(mgr.GetClient(), "arbiter"), Clock: clk},
+		Authz:    &authz.Checker{Client: mgr.GetClient(), Mapper: mgr.GetRESTMapper(), Clock: clk},
 		Workers:  workers,
-		Clock:    clock.RealClock{},
+		Clock:    clk,
 	}
 }
 

@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -47,11 +46,8 @@ func (r *OperationReconciler) execute(ctx context.Context, op *arbiterv1alpha1.C
 	if !res.Done() {
 		// Backing off after a 409: called again then, or sooner by a
 		// preemption or a deletion; never after the deadline.
-		next := res.RetryAt
-		if deadline := op.Deadline(); deadline.Before(next) {
-			next = deadline
-		}
-		return ctrl.Result{RequeueAfter: max(next.Sub(r.now()), time.Millisecond)}, nil
+		now := r.now()
+		return ctrl.Result{RequeueAfter: min(max(res.RetryAt.Sub(now), time.Millisecond), untilDeadline(op, now))}, nil
 	}
 	if err := r.recordOutcome(ctx, op, res); err != nil {
 		return ctrl.Result{}, err

@@ -271,9 +271,10 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		r.reportDue(gov)
 		return 0, fmt.Errorf("removing %s: %w", client.ObjectKeyFromObject(judged), err)
 	}
-	latency := r.now().Sub(cleanup.CompletedAt(judged))
+	now := r.now()
+	latency := now.Sub(cleanup.CompletedAt(judged))
 	r.mu.Lock()
-	t.outcomes.Add(r.now(), false)
+	t.outcomes.Add(now, false)
 	t.latencies.Add(latency)
 	t.cleaned++
 	r.mu.Unlock()

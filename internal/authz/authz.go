@@ -118,14 +118,14 @@ func (c *Checker) review(ctx context.Context, who *arbiterv1alpha1.RequesterInfo
 	if c.Clock != nil {
 		now = c.Clock.Now()
 	}
-	if d, ok := c.answers.Get(key); ok && now.Sub(d.(cached).at) < cmp.Or(c.TTL, decisionTTL) {
-		return d.(cached).allowed, d.(cached).reason, nil
+	if d, ok := c.fresh(key, now); ok {
+		return d.allowed, d.reason, nil
 	}
 
 	// Concurrent reconciles asking the same question share one review.
 	a, err, _ := c.inflight.Do(key, func() (any, error) {
 		// A flight that ended just before this one began left its answer.
-		if d, ok := c.answers.Get(key); ok && now.Sub(d.(cached).at) < cmp.Or(c.TTL, decisionTTL) {
+		if d, ok := c.fresh(key, now); ok {
 			return d, nil
 		}
 		extra := make(map[string]authorizationv1.ExtraValue, len(who.Extra))
@@ -146,4 +146,12 @@ func (c *Checker) review(ctx context.Context, who *arbiterv1alpha1.RequesterInfo
 		return false, "", err
 	}
 	return a.(cached).allowed, a.(cached).reason, nil
+}
+
+// fresh is the answer to key if one younger than the TTL is kept.
+func (c *Checker) fresh(key string, now time.Time) (cached, bool) {
+	if d, ok := c.answers.Get(key); ok && now.Sub(d.(cached).at) < cmp.Or(c.TTL, decisionTTL) {
+		return d.(cached), true
+	}
+	return cached{}, false
 }

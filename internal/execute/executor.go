@@ -100,9 +100,8 @@ type Progress struct {
 	RetryAt time.Time
 	// delays paces the retries of the target being written.
 	delays *wait.Backoff
-	// sent is what the last write sent changed, when its answer was lost
-	// (a transient error): if it landed, the next call knows what to roll
-	// back.
+	// sent is what the last write changed, when its answer was lost (a
+	// transient error): if it landed, the next call knows what to roll back.
 	sent *TargetResult
 	// final is the outcome once there is one: a call after it (its status
 	// write failed) returns it again and never goes on past a rollback.
@@ -164,6 +163,9 @@ func (e *Executor) execute(ctx context.Context, req Request, p *Progress) (Resul
 	result := func(f *Failure) Result {
 		return Result{Targets: p.Targets, Attempts: p.Attempts, Failure: f}
 	}
+	backingOff := func() Result {
+		return Result{Targets: p.Targets, Attempts: p.Attempts, RetryAt: p.RetryAt}
+	}
 	// The webhook refuses such params; this holds when it is not installed.
 	if err := CheckParams(req.Params); err != nil {
 		return result(failure(arbiterv1alpha1.ReasonInvalidMutation, "spec.params %v", err)), nil
@@ -183,9 +185,7 @@ func (e *Executor) execute(ctx context.Context, req Request, p *Progress) (Resul
 		if f := req.Stop(); f != nil {
 			return result(e.rollBack(ctx, req, p, f)), nil
 		}
-		r := result(nil)
-		r.RetryAt = p.RetryAt
-		return r, nil
+		return backingOff(), nil
 	}
 	for i := len(p.Targets); i < len(req.Targets); i++ {
 		tr, f, err := e.attempt(ctx, req, &req.Targets[i], mutations[i], p)
@@ -202,9 +202,7 @@ func (e *Executor) execute(ctx context.Context, req Request, p *Progress) (Resul
 				p.delays = &d
 			}
 			p.RetryAt = e.now().Add(p.delays.Step())
-			r := result(nil)
-			r.RetryAt = p.RetryAt
-			return r, nil
+			return backingOff(), nil
 		}
 		p.Targets = append(p.Targets, tr)
 		p.Conflicts, p.RetryAt, p.delays = 0, time.Time{}, nil
@@ -274,11 +272,8 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 	recordApplied(updated, req.UID)
 
 	p.Attempts++
-	p.sent = &TargetResult{key: tr.key, gvk: tr.gvk, changes: changes}
+	p.sent = nil
 	err = e.Writer.Update(ctx, updated)
-	if err == nil || apierrors.IsConflict(err) || classify(err, name, "update") != nil {
-		p.sent = nil // the answer came: the write landed, or it did not
-	}
 	switch {
 	case err == nil:
 		tr.ResourceVersionAfter, tr.Applied, tr.changes = updated.GetResourceVersion(), true, changes
@@ -287,6 +282,9 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 		if f := classify(err, name, "update"); f != nil {
 			return tr, f, nil
 		}
+		// No answer: the write may have landed. If it did, the next call
+		// knows from this what to roll back.
+		p.sent = &TargetResult{key: tr.key, gvk: tr.gvk, changes: changes}
 		return tr, nil, fmt.Errorf("updating %s: %w", name, err)
 	}
 	if req.OnConflict != nil {
