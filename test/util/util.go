@@ -11,8 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"strings"
 	"time"
 
+	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -161,4 +163,22 @@ func WatchOperations(ctx context.Context, c client.WithWatch, ns string) (watch.
 		return c.Watch(ctx, &arbiterv1alpha1.ConflictResolutionOperationList{}, client.InNamespace(ns), &client.ListOptions{Raw: &opts})
 	}}
 	return watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, lw)
+}
+
+// Grant binds user, in namespace ns, to a Role allowing verbs on resource of
+// group, and nothing else. Both are named user-resource-verbs, so that a
+// test can revoke the grant by deleting the RoleBinding.
+func Grant(ctx context.Context, c client.Client, ns, user, group, resource string, verbs ...string) error {
+	name := user + "-" + resource + "-" + strings.Join(verbs, "-")
+	if err := c.Create(ctx, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{group}, Resources: []string{resource}, Verbs: verbs}},
+	}); err != nil {
+		return err
+	}
+	return c.Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	})
 }
