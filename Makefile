@@ -22,6 +22,11 @@ MANAGER_BIN     := $(LOCALBIN)/manager
 # envtest and the e2e tests find the binaries here.
 export KUBEBUILDER_ASSETS := $(K8S_BIN)
 
+# Version stamped into bin/manager (`manager --version`), the image and the
+# release manifests: `git describe`, or v0.0.0-dev outside a git checkout.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
+LDFLAGS := -X github.com/arbiter-dev/arbiter/internal/version.Version=$(VERSION)
+
 # Image used by `make deploy`.
 IMG ?= arbiter:latest
 # `make up MANAGER=false` starts the control plane only.
@@ -89,7 +94,7 @@ bench: tools build $(KUBE_CONTROLLER_MANAGER) ## Run the benchmarks: micro (stag
 
 .PHONY: build
 build: ## Build the manager into bin/manager.
-	go build -o $(MANAGER_BIN) ./cmd
+	go build -ldflags '$(LDFLAGS)' -o $(MANAGER_BIN) ./cmd
 
 .PHONY: run
 run: ## Run the manager from source against the current kubeconfig.

@@ -22,6 +22,7 @@ import (
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 	"github.com/arbiter-dev/arbiter/controllers"
 	"github.com/arbiter-dev/arbiter/internal/registry"
+	"github.com/arbiter-dev/arbiter/internal/version"
 	arbiterwebhook "github.com/arbiter-dev/arbiter/internal/webhook"
 )
 
@@ -47,6 +48,7 @@ type options struct {
 	operationWorkers       int
 	cleanupWorkers         int
 	defaultCleanupStrategy string
+	printVersion           bool
 	zap                    zap.Options
 }
 
@@ -89,6 +91,7 @@ func bindFlags(fs *flag.FlagSet, o *options) {
 		"Concurrent reconciles of zombie operations and of CleanupPolicies.")
 	fs.StringVar(&o.defaultCleanupStrategy, "default-cleanup-strategy", "None",
 		"Cleanup strategy for operations no CleanupPolicy selects: None (keep them), Immediate, Deferred or Lazy.")
+	fs.BoolVar(&o.printVersion, "version", false, "Print the manager's version and exit.")
 	o.zap.BindFlags(fs)
 }
 
@@ -119,6 +122,10 @@ func main() {
 	var o options
 	bindFlags(flag.CommandLine, &o)
 	flag.Parse()
+	if o.printVersion {
+		fmt.Println(version.Version)
+		return
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
 	setupLog := ctrl.Log.WithName("setup")
 
@@ -190,7 +197,7 @@ func run(o options) error {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
 
-	ctrl.Log.WithName("setup").Info("Starting manager",
+	ctrl.Log.WithName("setup").Info("Starting manager", "version", version.Version,
 		"operationWorkers", o.operationWorkers, "cleanupWorkers", o.cleanupWorkers,
 		"defaultCleanupStrategy", o.defaultCleanupStrategy, "leaderElect", o.leaderElect)
 	return mgr.Start(ctrl.SetupSignalHandler())
