@@ -21,7 +21,11 @@ import (
 	"github.com/arbiter-dev/arbiter/internal/execute"
 )
 
-// +kubebuilder:webhook:path=/validate-arbiter-dev-v1alpha1-conflictresolutionoperation,mutating=false,failurePolicy=fail,sideEffects=None,groups=arbiter.dev,resources=conflictresolutionoperations,verbs=create,versions=v1alpha1,name=vconflictresolutionoperation.arbiter.dev,admissionReviewVersions=v1
+// The API server calls the validator only for what its schema cannot check
+// (matchConditions): a requestedBy other than the requester, params, a CEL
+// expression or a JSON Patch. An operation made of merge patches by a
+// stamped requester costs no webhook call.
+// +kubebuilder:webhook:path=/validate-arbiter-dev-v1alpha1-conflictresolutionoperation,mutating=false,failurePolicy=fail,sideEffects=None,groups=arbiter.dev,resources=conflictresolutionoperations,verbs=create,versions=v1alpha1,name=vconflictresolutionoperation.arbiter.dev,admissionReviewVersions=v1,patch=`{"matchConditions":[{"name":"needs-arbiter-checks","expression":"!(has(object.spec) && type(object.spec) == map && has(object.spec.requestedBy) && type(object.spec.requestedBy) == map && object.spec.requestedBy.?username.orValue('') == request.userInfo.username && object.spec.requestedBy.?uid.orValue('') == request.userInfo.?uid.orValue('') && object.spec.requestedBy.?groups.orValue([]) == request.userInfo.?groups.orValue([]) && object.spec.requestedBy.?extra.orValue({}) == request.userInfo.?extra.orValue({})) || has(object.spec.params) || object.spec.targets.exists(t, has(t.expression) || has(t.jsonPatch))"}]}`
 
 // SetupOperationWebhook registers the ConflictResolutionOperation requester
 // stamper and validator with the manager's webhook server.

@@ -17,7 +17,11 @@ import (
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 )
 
-// +kubebuilder:webhook:path=/mutate-arbiter-dev-v1alpha1-conflictresolutionoperation,mutating=true,failurePolicy=fail,sideEffects=None,groups=arbiter.dev,resources=conflictresolutionoperations,verbs=create,versions=v1alpha1,name=mconflictresolutionoperation.arbiter.dev,admissionReviewVersions=v1,reinvocationPolicy=IfNeeded
+// The API server calls the stamper only for an operation not yet stamped
+// with exactly its requester (matchConditions): where the requested-by
+// MutatingAdmissionPolicy runs, it has stamped every create already (policies
+// run before webhooks), and the call would write the same value again.
+// +kubebuilder:webhook:path=/mutate-arbiter-dev-v1alpha1-conflictresolutionoperation,mutating=true,failurePolicy=fail,sideEffects=None,groups=arbiter.dev,resources=conflictresolutionoperations,verbs=create,versions=v1alpha1,name=mconflictresolutionoperation.arbiter.dev,admissionReviewVersions=v1,reinvocationPolicy=IfNeeded,patch=`{"matchConditions":[{"name":"requester-not-yet-stamped","expression":"!(has(object.spec) && type(object.spec) == map && has(object.spec.requestedBy) && type(object.spec.requestedBy) == map && object.spec.requestedBy.?username.orValue('') == request.userInfo.username && object.spec.requestedBy.?uid.orValue('') == request.userInfo.?uid.orValue('') && object.spec.requestedBy.?groups.orValue([]) == request.userInfo.?groups.orValue([]) && object.spec.requestedBy.?extra.orValue({}) == request.userInfo.?extra.orValue({}))"}]}`
 
 // MutatePath is where the manager serves RequesterStamper.
 const MutatePath = "/mutate-arbiter-dev-v1alpha1-conflictresolutionoperation"

@@ -207,3 +207,59 @@ func impersonate(who rest.ImpersonationConfig) (client.Client, *arbiterv1alpha1.
 	}
 	return cl, info
 }
+
+// Every webhook call is a round trip the API server pays for on each create.
+// These specs hold the webhooks to what only they can do.
+var _ = Describe("Admission webhook calls", Label("requester"), func() {
+	const (
+		mutatePath   = "/mutate-arbiter-dev-v1alpha1-conflictresolutionoperation"
+		validatePath = "/validate-arbiter-dev-v1alpha1-conflictresolutionoperation"
+	)
+	calls := func(path string) float64 {
+		return manager.sum("controller_runtime_webhook_requests_total", `webhook="`+path+`"`)
+	}
+	operation := func(name string, target arbiterv1alpha1.Target) *arbiterv1alpha1.ConflictResolutionOperation {
+		return &arbiterv1alpha1.ConflictResolutionOperation{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec:       arbiterv1alpha1.ConflictResolutionOperationSpec{Function: "webhook-calls", Targets: []arbiterv1alpha1.Target{target}},
+		}
+	}
+	mergePatch := arbiterv1alpha1.Target{APIVersion: "v1", Kind: "ConfigMap", Name: "webhook-calls",
+		MergePatch: &apiextensionsv1.JSON{Raw: []byte(`{"data":{"mode":"merge"}}`)}}
+	expression := arbiterv1alpha1.Target{APIVersion: "v1", Kind: "ConfigMap", Name: "webhook-calls",
+		Expression: `[JSONPatch{op: "add", path: "/data/mode", value: "cel"}]`}
+
+	It("skips the stamper where the admission policy stamped, and the validator where the schema checks everything", func() {
+		// Once the requested-by policy acts (another spec takes it away for
+		// a while), it stamps before the webhooks run, and the stamper is
+		// not called.
+		Eventually(func(g Gomega) {
+			before := calls(mutatePath)
+			op := operation("probe", mergePatch)
+			g.Expect(k8sClient.Create(ctx, op, client.DryRunAll)).To(Succeed())
+			g.Expect(op.Spec.RequestedBy).NotTo(BeNil())
+			g.Expect(calls(mutatePath)).To(Equal(before), "the stamper was called for an operation the policy stamped")
+		}, util.Timeout, util.Interval).Should(Succeed())
+
+		mutations, validations := calls(mutatePath), calls(validatePath)
+		merge := operation("merge-patch", mergePatch)
+		Expect(k8sClient.Create(ctx, merge)).To(Succeed())
+		Expect(merge.Spec.RequestedBy).NotTo(BeNil())
+		Expect(calls(mutatePath)).To(Equal(mutations))
+		Expect(calls(validatePath)).To(Equal(validations), "a merge patch by a stamped requester has nothing for the validator")
+
+		cel := operation("expression", expression)
+		Expect(k8sClient.Create(ctx, cel)).To(Succeed())
+		Expect(calls(mutatePath)).To(Equal(mutations))
+		Expect(calls(validatePath)).To(Equal(validations+1), "a CEL expression must be compiled by the validator")
+
+		// The validator still sees what only it can refuse.
+		bad := operation("bad-expression", arbiterv1alpha1.Target{APIVersion: "v1", Kind: "ConfigMap", Name: "webhook-calls", Expression: "[JSONPatch{"})
+		err := k8sClient.Create(ctx, bad)
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "expected Invalid, got %v", err)
+		Expect(err.Error()).To(ContainSubstring("spec.targets[0].expression"))
+		for _, op := range []client.Object{merge, cel} {
+			Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, op))).To(Succeed())
+		}
+	})
+})

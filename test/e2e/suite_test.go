@@ -134,6 +134,25 @@ func (m *managerProcess) metric(name string) float64 {
 	return 0
 }
 
+// sum adds up the samples of a labelled counter or gauge on the manager's
+// /metrics whose labels contain match.
+func (m *managerProcess) sum(name, match string) float64 {
+	GinkgoHelper()
+	body, err := httpGet("http://" + m.metricsAddr + "/metrics")
+	Expect(err).NotTo(HaveOccurred())
+	total := 0.0
+	for line := range strings.Lines(body) {
+		labels, value, ok := strings.Cut(strings.TrimSpace(line), "} ")
+		if !ok || !strings.HasPrefix(labels, name+"{") || !strings.Contains(labels, match) {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		Expect(err).NotTo(HaveOccurred(), line)
+		total += v
+	}
+	return total
+}
+
 // managerMemoryLimit is the memory limit of the manager's Deployment
 // (config/manager): past it, a pod is OOM-killed.
 const managerMemoryLimit = 512 << 20
