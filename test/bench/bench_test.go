@@ -114,6 +114,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		{"queue", e.queue},
 		{"steady", e.steady},
 		{"outcomes", e.writesPerOutcome},
+		{"burst", e.zombieBurst},
 		{"anchor", e.cleanupVersusTTL},
 	} {
 		if selected(s.name) {
@@ -149,7 +150,7 @@ func mergePrevious(results []Result) []Result {
 }
 
 // selected reports whether a scenario runs: all of them, unless
-// BENCH_SCENARIOS names some (comma-separated: zombies, storm, queue,
+// BENCH_SCENARIOS names some (comma-separated: zombies, storm, queue, burst,
 // steady, outcomes, anchor).
 func selected(name string) bool {
 	only := os.Getenv("BENCH_SCENARIOS")

@@ -284,3 +284,44 @@ func scrape(t testing.TB, url string) map[string]*dto.MetricFamily {
 	}
 	return families
 }
+
+// zombieBurst: 1000 operations that fail at once (the kind of their target
+// is not served) are created in a burst from the benchmark's workers, under
+// an Immediate policy with every other setting at its default (200
+// deletions/s). The figure is the time from the last create until all 1000
+// are gone.
+func (e *env) zombieBurst() Result {
+	const ns, n = "zombie-burst", 1000
+	e.namespace(ns, 0)
+	e.policy(ns, "immediate", arbiterv1alpha1.CleanupPolicySpec{Strategy: arbiterv1alpha1.CleanupImmediate})
+	requestsBefore := e.requestsByResource()
+	start := time.Now()
+	parallel(n, func(i int) {
+		op := &arbiterv1alpha1.ConflictResolutionOperation{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("zombie-%d", i)},
+			Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{Function: "zombie", Targets: []arbiterv1alpha1.Target{{
+				APIVersion: "ghosts.example.com/v1", Kind: "Ghost", Name: "nobody",
+				MergePatch: &apiextensionsv1.JSON{Raw: []byte(`{"spec":{}}`)}}}},
+		}
+		if err := e.c.Create(e.ctx, op); err != nil {
+			e.t.Error(err)
+		}
+	})
+	burst := time.Since(start)
+	if left := e.waitGone(ns, 5*time.Minute); left > 0 {
+		e.t.Fatalf("%d of %d zombies left in %s after 5 minutes", left, n, ns)
+	}
+	all := time.Since(start)
+	requests := e.requestsByResource()
+	perOperation := func(resource string) float64 { return (requests[resource] - requestsBefore[resource]) / n }
+	return Result{Scenario: "zombie-burst", Cores: runtime.NumCPU(), Figures: map[string]float64{
+		"operation_requests_per_operation": perOperation("conflictresolutionoperations"),
+		"event_requests_per_operation":     perOperation("events"),
+		"policy_requests_per_operation":    perOperation("cleanuppolicies"),
+		"operations":                       n,
+		"burst_seconds":                    burst.Seconds(),
+		"seconds_after_burst":              (all - burst).Seconds(),
+		"removals_per_second":              n / all.Seconds(),
+		"max_deletions_per_second":         200,
+	}, Notes: "1000 operations failing at once, created by 32 workers under an Immediate policy with default settings (maxDeletionsPerSecond 200); from the last create until all are gone; API requests per operation from apiserver_request_total (every verb but WATCH; the benchmark's own polling LISTs of operations included)"}
+}
