@@ -40,6 +40,13 @@ const (
 	CleanupFinalizer = "arbiter.dev/cleanup"
 )
 
+// The API server runs every CEL rule of the CRD on every write, status
+// writes included, which never change spec. The rules on spec fields begin
+// with `oldSelf.hasValue() ||` (optionalOldSelf): since spec is immutable, a
+// value that was there before was checked when the operation was created,
+// and a status write skips the rule instead of re-running its regular
+// expressions and comparisons.
+
 // ConflictResolutionOperationSpec is a change request against one or more
 // target objects in the operation's namespace. It is immutable once created.
 type ConflictResolutionOperationSpec struct {
@@ -81,7 +88,7 @@ type ConflictResolutionOperationSpec struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=16
-	// +kubebuilder:validation:XValidation:rule="self.all(t, self.exists_one(u, u.apiVersion == t.apiVersion && u.kind == t.kind && u.name == t.name))",message="each target may appear only once"
+	// +kubebuilder:validation:XValidation:rule="oldSelf.hasValue() || (self.all(t, self.exists_one(u, u.apiVersion == t.apiVersion && u.kind == t.kind && u.name == t.name)))",message="each target may appear only once",optionalOldSelf=true
 	Targets []Target `json:"targets"`
 
 	// staging controls how this operation is arbitrated against others that
@@ -103,7 +110,7 @@ type ConflictResolutionOperationSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self) <= duration('5m')",message="must be at most 5m"
+	// +kubebuilder:validation:XValidation:rule="oldSelf.hasValue() || (!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self) <= duration('5m'))",message="must be at most 5m",optionalOldSelf=true
 	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
 
 	// timeout bounds the operation's life: an operation that is not terminal
@@ -114,7 +121,7 @@ type ConflictResolutionOperationSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) > duration('0s') && duration(self) <= duration('24h'))",message="must be greater than 0s and at most 24h"
+	// +kubebuilder:validation:XValidation:rule="oldSelf.hasValue() || (!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || (duration(self) > duration('0s') && duration(self) <= duration('24h')))",message="must be greater than 0s and at most 24h",optionalOldSelf=true
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
 	// requestedBy is the identity of the user who created the operation. It
@@ -246,7 +253,7 @@ type StagingSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self) <= duration('10s')",message="must be at most 10s"
+	// +kubebuilder:validation:XValidation:rule="oldSelf.hasValue() || (!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self) <= duration('10s'))",message="must be at most 10s",optionalOldSelf=true
 	Window *metav1.Duration `json:"window,omitempty"`
 
 	// onConflict is what happens to the operations that lose the batch:
@@ -259,7 +266,7 @@ type StagingSpec struct {
 
 // OCCSpec controls retries after a 409 Conflict on a target write. Delay n is
 // baseDelay * backoffFactor^n with jitter, capped at maxDelay.
-// +kubebuilder:validation:XValidation:rule="!has(self.baseDelay) || !has(self.maxDelay) || !self.baseDelay.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || !self.maxDelay.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self.baseDelay) <= duration(self.maxDelay)",message="baseDelay must not exceed maxDelay"
+// +kubebuilder:validation:XValidation:rule="oldSelf.hasValue() || (!has(self.baseDelay) || !has(self.maxDelay) || !self.baseDelay.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || !self.maxDelay.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self.baseDelay) <= duration(self.maxDelay))",message="baseDelay must not exceed maxDelay",optionalOldSelf=true
 type OCCSpec struct {
 	// maxRetries is how many extra attempts are made after a 409 Conflict
 	// before the operation fails with reason ConflictRetriesExhausted.
@@ -277,7 +284,7 @@ type OCCSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self) <= duration('10s')",message="must be at most 10s"
+	// +kubebuilder:validation:XValidation:rule="oldSelf.hasValue() || (!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self) <= duration('10s'))",message="must be at most 10s",optionalOldSelf=true
 	BaseDelay *metav1.Duration `json:"baseDelay,omitempty"`
 
 	// backoffFactor multiplies the delay after each retry, as a decimal
@@ -287,7 +294,7 @@ type OCCSpec struct {
 	// +kubebuilder:default="1.5"
 	// +kubebuilder:validation:MaxLength=16
 	// +kubebuilder:validation:Pattern=`^[0-9]+(\.[0-9]+)?$`
-	// +kubebuilder:validation:XValidation:rule="!self.matches('^[0-9]+([.][0-9]+)?$') || (double(self) >= 1.0 && double(self) <= 10.0)",message="must be between 1 and 10"
+	// +kubebuilder:validation:XValidation:rule="oldSelf.hasValue() || (!self.matches('^[0-9]+([.][0-9]+)?$') || (double(self) >= 1.0 && double(self) <= 10.0))",message="must be between 1 and 10",optionalOldSelf=true
 	BackoffFactor string `json:"backoffFactor,omitempty"`
 
 	// maxDelay caps the delay between retries. Defaults to 1s; at most 1m.
@@ -297,7 +304,7 @@ type OCCSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self) <= duration('1m')",message="must be at most 1m"
+	// +kubebuilder:validation:XValidation:rule="oldSelf.hasValue() || (!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self) <= duration('1m'))",message="must be at most 1m",optionalOldSelf=true
 	MaxDelay *metav1.Duration `json:"maxDelay,omitempty"`
 }
 
