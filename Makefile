@@ -17,6 +17,7 @@ KUBECTL         := $(K8S_BIN)/kubectl
 # Only `make bench` needs it: the anchor its cleanup is measured against.
 KUBE_CONTROLLER_MANAGER := $(K8S_BIN)/kube-controller-manager
 CONTROLPLANE    := $(LOCALBIN)/controlplane
+HELM            := $(LOCALBIN)/helm
 MANAGER_BIN     := $(LOCALBIN)/manager
 
 # envtest and the e2e tests find the binaries here.
@@ -26,6 +27,11 @@ export KUBEBUILDER_ASSETS := $(K8S_BIN)
 # release manifests: `git describe`, or v0.0.0-dev outside a git checkout.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
 LDFLAGS := -X github.com/arbiter-dev/arbiter/internal/version.Version=$(VERSION)
+
+# The Helm chart and its version: `make helm-package` stamps VERSION (without
+# a leading v, as Helm wants SemVer) into the packaged chart.
+CHART       := charts/arbiter
+CHART_VERSION ?= $(patsubst v%,%,$(VERSION))
 
 # Image used by `make deploy`.
 IMG ?= arbiter:latest
@@ -132,10 +138,29 @@ deploy: manifests ## Deploy arbiter to the cluster of the current kubeconfig wit
 undeploy: ## Remove arbiter from the cluster.
 	$(KUBECTL) delete --ignore-not-found -k config/default
 
+##@ Helm chart
+
+.PHONY: chart-sync
+chart-sync: manifests ## Copy the generated CRDs, manager RBAC and webhooks, the alerts and the requester policy into charts/arbiter/files.
+	rm -f $(CHART)/files/crds/*.yaml
+	cp config/crd/bases/*.yaml $(CHART)/files/crds/
+	cp config/rbac/role.yaml $(CHART)/files/manager-role.yaml
+	cp config/webhook/manifests.yaml $(CHART)/files/webhooks.yaml
+	cp config/prometheus/rules.yaml $(CHART)/files/prometheus-rules.yaml
+	cp config/admission/requested_by.yaml $(CHART)/files/requested-by.yaml
+
+.PHONY: chart-lint
+chart-lint: $(HELM) ## Run helm lint --strict on charts/arbiter (make test runs it too, with every tested values combination).
+	$(HELM) lint --strict $(CHART)
+
+.PHONY: helm-package
+helm-package: $(HELM) ## Package charts/arbiter as dist/arbiter-<version>.tgz, version and appVersion from VERSION (x.y.z or vx.y.z).
+	$(HELM) package $(CHART) --version $(CHART_VERSION) --app-version $(VERSION) --destination dist
+
 ##@ Tools
 
 .PHONY: tools
-tools: $(CONTROLLER_GEN) $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Build the pinned tools into bin/, skipping what is there.
+tools: $(CONTROLLER_GEN) $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(HELM) ## Build the pinned tools into bin/, skipping what is there.
 
 # Each tool is a file target without prerequisites: built once, then reused.
 $(CONTROLLER_GEN):
@@ -152,6 +177,9 @@ $(KUBECTL):
 	$(GO_TOOLS) -o $@ k8s.io/kubernetes/cmd/kubectl
 $(KUBE_CONTROLLER_MANAGER):
 	$(GO_TOOLS) -o $@ k8s.io/kubernetes/cmd/kube-controller-manager
+# A module of its own (hack/tools/helm), like the linter's.
+$(HELM):
+	cd hack/tools/helm && go build -o $@ helm.sh/helm/v3/cmd/helm
 $(CONTROLPLANE): FORCE
 	go build -o $@ ./hack/controlplane
 
