@@ -155,6 +155,8 @@ chart-lint: $(HELM) ## Run helm lint --strict on charts/arbiter (make test runs 
 
 .PHONY: helm-package
 helm-package: $(HELM) ## Package charts/arbiter as dist/arbiter-<version>.tgz, version and appVersion from VERSION (x.y.z or vx.y.z).
+	@echo '$(CHART_VERSION)' | grep -Eq '^[0-9]+\.[0-9]+\.[0-9]+([-+].*)?$$' || \
+		{ echo "helm-package: VERSION=$(VERSION) is not a SemVer x.y.z a chart version can be: run make helm-package VERSION=x.y.z" >&2; exit 1; }
 	$(HELM) package $(CHART) --version $(CHART_VERSION) --app-version $(VERSION) --destination dist
 
 ##@ Tools
@@ -177,9 +179,18 @@ $(KUBECTL):
 	$(GO_TOOLS) -o $@ k8s.io/kubernetes/cmd/kubectl
 $(KUBE_CONTROLLER_MANAGER):
 	$(GO_TOOLS) -o $@ k8s.io/kubernetes/cmd/kube-controller-manager
-# A module of its own (hack/tools/helm), like the linter's.
+# A module of its own (hack/tools/helm), like the linter's. The flags are
+# those of helm's own release build: its version, and the Kubernetes version
+# (that of its client-go) `helm template` and the deprecation checks of
+# `helm lint` assume, instead of the 1.20 a plain build would.
 $(HELM):
-	cd hack/tools/helm && go build -o $@ helm.sh/helm/v3/cmd/helm
+	cd hack/tools/helm && \
+	helm=$$(go list -m -f '{{.Version}}' helm.sh/helm/v3) && \
+	minor=$$(go list -m -f '{{.Version}}' k8s.io/client-go | cut -d. -f2) && \
+	go build -o $@ -ldflags "-X helm.sh/helm/v3/internal/version.version=$$helm \
+		-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$$minor \
+		-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$$minor" \
+		helm.sh/helm/v3/cmd/helm
 $(CONTROLPLANE): FORCE
 	go build -o $@ ./hack/controlplane
 
