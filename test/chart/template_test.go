@@ -238,6 +238,14 @@ func TestChartDefaultsRenderTheRelease(t *testing.T) {
 			t.Errorf("manager container %s %v, want config/manager's %v", f, c[f], releaseContainer[f])
 		}
 	}
+	// The release's certificate flags differ by design (self-managed here,
+	// cert-manager in config/default); every other argument is the same.
+	chartArgs := args(t, r)
+	for _, a := range releaseContainer["args"].([]any) {
+		if a := a.(string); !strings.HasPrefix(a, "--webhook-cert-management") && !slices.Contains(chartArgs, a) {
+			t.Errorf("config/default passes the manager %s; the chart does not (args %q)", a, chartArgs)
+		}
+	}
 	if got := field(deployment, "spec", "template", "spec", "serviceAccountName"); got != "arbiter-controller-manager" {
 		t.Errorf("serviceAccountName %v, want arbiter-controller-manager", got)
 	}
@@ -261,6 +269,7 @@ func TestChartDefaultsManageTheirOwnCertificates(t *testing.T) {
 
 	wantArgs := []string{
 		"--leader-elect",
+		"--graceful-shutdown-timeout=30s",
 		"--metrics-bind-address=:8443",
 		"--health-probe-bind-address=:8081",
 		"--webhook-cert-dir=/tmp/k8s-webhook-server/serving-certs",
