@@ -30,8 +30,9 @@ var applyCombinations = []string{"defaults", "targetKinds", "requesterPolicy"}
 // TestChartAppliesServerSide applies what `helm template` renders to a real
 // kube-apiserver (envtest, nothing pre-installed) with the real
 // `kubectl apply --server-side`, and checks that the API server stored every
-// object: the CRDs it serves, RBAC it accepts (no escalation refused), the
-// Deployment, Services, webhook configurations and the admission policy.
+// object: the CRDs it serves, RBAC it accepts, the Deployment, Services,
+// webhook configurations and the admission policy; and that the applied RBAC
+// gives the manager's ServiceAccount what it needs and no more.
 func TestChartAppliesServerSide(t *testing.T) {
 	assets, err := util.AssetsDir()
 	if err != nil {
@@ -83,8 +84,52 @@ func TestChartAppliesServerSide(t *testing.T) {
 				t.Fatal(err)
 			}
 			assertStored(t, cfg, objects)
+			for _, check := range accessChecks[name] {
+				out, _ := kubectl("", append([]string{"auth", "can-i", "--as", managerUser}, check.args...)...)
+				if got := strings.TrimSpace(out) == "yes"; got != check.allowed {
+					t.Errorf("the manager's ServiceAccount can %s: %v, want %v", strings.Join(check.args, " "), got, check.allowed)
+				}
+			}
 		})
 	}
+}
+
+// managerUser is the manager's ServiceAccount in a release named arbiter.
+const managerUser = "system:serviceaccount:" + namespace + ":arbiter-controller-manager"
+
+// accessCheck is a `kubectl auth can-i` question about the manager's
+// ServiceAccount and the answer the applied RBAC must give.
+type accessCheck struct {
+	args    []string
+	allowed bool
+}
+
+// accessChecks are asked after each rendering is applied: the bindings reach
+// the ServiceAccount, the certificate rights stop at arbiter's own Secret and
+// webhook configurations, and target kinds are granted only once listed.
+var accessChecks = map[string][]accessCheck{
+	"defaults": {
+		{[]string{"update", "conflictresolutionoperations.arbiter.dev", "--subresource=status", "-n", "bank"}, true},
+		{[]string{"delete", "conflictresolutionoperations.arbiter.dev", "-n", "bank"}, true},
+		{[]string{"create", "conflictresolutionoperations.arbiter.dev", "-n", "bank"}, false},
+		{[]string{"watch", "cleanuppolicies.arbiter.dev", "-A"}, true},
+		{[]string{"create", "leases.coordination.k8s.io", "-n", namespace}, true},
+		{[]string{"create", "leases.coordination.k8s.io", "-n", "bank"}, false},
+		{[]string{"update", "secrets/arbiter-webhook-server-cert", "-n", namespace}, true},
+		{[]string{"get", "secrets/another-secret", "-n", namespace}, false},
+		{[]string{"get", "secrets", "-n", "bank"}, false},
+		{[]string{"create", "secrets", "-n", namespace}, false},
+		{[]string{"patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/arbiter-mutating-webhook-configuration"}, true},
+		{[]string{"patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/arbiter-validating-webhook-configuration"}, true},
+		{[]string{"patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/someone-elses"}, false},
+		{[]string{"update", "configmaps", "-n", "bank"}, false},
+	},
+	"targetKinds": {
+		{[]string{"update", "configmaps", "-n", "bank"}, true},
+		{[]string{"get", "configmaps", "-n", "bank"}, true},
+		{[]string{"delete", "configmaps", "-n", "bank"}, false},
+		{[]string{"update", "secrets", "-n", "bank"}, false},
+	},
 }
 
 // assertStored checks that every object is in the API server as rendered
@@ -139,13 +184,13 @@ func assertStored(t *testing.T, cfg *rest.Config, objects []*unstructured.Unstru
 			}
 		}
 		if o.GetKind() == "CustomResourceDefinition" {
-			waitEstablished(ctx, t, ri, o.GetName())
+			waitEstablished(t, ctx, ri, o.GetName())
 		}
 	}
 }
 
 // waitEstablished waits for the CRD's Established condition.
-func waitEstablished(ctx context.Context, t *testing.T, ri dynamic.ResourceInterface, name string) {
+func waitEstablished(t *testing.T, ctx context.Context, ri dynamic.ResourceInterface, name string) {
 	t.Helper()
 	err := wait.PollUntilContextCancel(ctx, util.Interval, true, func(ctx context.Context) (bool, error) {
 		crd, err := ri.Get(ctx, name, metav1.GetOptions{})

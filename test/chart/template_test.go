@@ -50,8 +50,8 @@ func container(t *testing.T, r rendered) map[string]any {
 	return containers[0].(map[string]any)
 }
 
-// args are the manager's arguments in the rendered Deployment.
-func args(t *testing.T, r rendered) []string {
+// managerArgs are the manager's arguments in the rendered Deployment.
+func managerArgs(t *testing.T, r rendered) []string {
 	t.Helper()
 	var out []string
 	for _, a := range container(t, r)["args"].([]any) {
@@ -240,7 +240,7 @@ func TestChartDefaultsRenderTheRelease(t *testing.T) {
 	}
 	// The release's certificate flags differ by design (self-managed here,
 	// cert-manager in config/default); every other argument is the same.
-	chartArgs := args(t, r)
+	chartArgs := managerArgs(t, r)
 	for _, a := range releaseContainer["args"].([]any) {
 		if a := a.(string); !strings.HasPrefix(a, "--webhook-cert-management") && !slices.Contains(chartArgs, a) {
 			t.Errorf("config/default passes the manager %s; the chart does not (args %q)", a, chartArgs)
@@ -283,7 +283,7 @@ func TestChartDefaultsManageTheirOwnCertificates(t *testing.T) {
 		"--default-cleanup-strategy=None",
 		"--zap-log-level=info",
 	}
-	if got := args(t, r); !slices.Equal(got, wantArgs) {
+	if got := managerArgs(t, r); !slices.Equal(got, wantArgs) {
 		t.Errorf("manager args\n got %q\nwant %q", got, wantArgs)
 	}
 	c := container(t, r)
@@ -365,7 +365,7 @@ func TestChartCertManager(t *testing.T) {
 			}
 		}
 	}
-	got := args(t, r)
+	got := managerArgs(t, r)
 	if !slices.Contains(got, "--webhook-cert-management=external") || slices.ContainsFunc(got, func(a string) bool { return strings.HasPrefix(a, "--webhook-cert-secret") }) {
 		t.Errorf("args %q: want --webhook-cert-management=external and no self-managed certificate flags", got)
 	}
@@ -424,7 +424,7 @@ func TestChartReplicasAndDisruptionBudget(t *testing.T) {
 		t.Errorf("three replicas without leader election: got %v, want an error naming leaderElection.enabled", err)
 	}
 	r := render(t, "--set", "replicaCount=1", "--set", "leaderElection.enabled=false")
-	if slices.Contains(args(t, r), "--leader-elect") {
+	if slices.Contains(managerArgs(t, r), "--leader-elect") {
 		t.Error("--leader-elect passed with leaderElection.enabled=false")
 	}
 }
@@ -476,12 +476,12 @@ func TestChartMonitoring(t *testing.T) {
 }
 
 func TestChartExtraArgsAndScheduling(t *testing.T) {
-	defaults := args(t, render(t))
-	got := args(t, render(t, valueCombinations["extraArgs"]...))
+	defaults := managerArgs(t, render(t))
+	got := managerArgs(t, render(t, valueCombinations["extraArgs"]...))
 	if want := append(slices.Clone(defaults), "--kube-api-qps=200", "--kube-api-burst=400"); !slices.Equal(got, want) {
 		t.Errorf("args with extraArgs\n got %q\nwant %q", got, want)
 	}
-	got = args(t, render(t, "--set", "defaultCleanupStrategy=Deferred", "--set", "operationWorkers=4", "--set", "cleanupWorkers=32"))
+	got = managerArgs(t, render(t, "--set", "defaultCleanupStrategy=Deferred", "--set", "operationWorkers=4", "--set", "cleanupWorkers=32"))
 	for _, a := range []string{"--default-cleanup-strategy=Deferred", "--operation-workers=4", "--cleanup-workers=32"} {
 		if !slices.Contains(got, a) {
 			t.Errorf("args %q lack %s", got, a)
@@ -568,7 +568,7 @@ func TestChartNamesFollowTheRelease(t *testing.T) {
 			t.Errorf("%s %s in namespace %s, want the release namespace ops", o.GetKind(), o.GetName(), ns)
 		}
 	}
-	got := args(t, rendered{objects: []*unstructured.Unstructured{renamed(r.get(t, "Deployment", "prod-arbiter-controller-manager"))}})
+	got := managerArgs(t, rendered{objects: []*unstructured.Unstructured{renamed(r.get(t, "Deployment", "prod-arbiter-controller-manager"))}})
 	for _, a := range []string{
 		"--webhook-cert-secret=prod-arbiter-webhook-server-cert",
 		"--webhook-service=prod-arbiter-webhook-service",
