@@ -17,6 +17,7 @@ KUBECTL         := $(K8S_BIN)/kubectl
 # Only `make bench` needs it: the anchor its cleanup is measured against.
 KUBE_CONTROLLER_MANAGER := $(K8S_BIN)/kube-controller-manager
 CONTROLPLANE    := $(LOCALBIN)/controlplane
+HELM            := $(LOCALBIN)/helm
 MANAGER_BIN     := $(LOCALBIN)/manager
 
 # envtest and the e2e tests find the binaries here.
@@ -26,6 +27,11 @@ export KUBEBUILDER_ASSETS := $(K8S_BIN)
 # release manifests: `git describe`, or v0.0.0-dev outside a git checkout.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
 LDFLAGS := -X github.com/arbiter-dev/arbiter/internal/version.Version=$(VERSION)
+
+# The Helm chart and its version: `make helm-package` stamps VERSION (without
+# a leading v, as Helm wants SemVer) into the packaged chart.
+CHART       := charts/arbiter
+CHART_VERSION ?= $(patsubst v%,%,$(VERSION))
 
 # Image used by `make deploy`.
 IMG ?= arbiter:latest
@@ -132,10 +138,31 @@ deploy: manifests ## Deploy arbiter to the cluster of the current kubeconfig wit
 undeploy: ## Remove arbiter from the cluster.
 	$(KUBECTL) delete --ignore-not-found -k config/default
 
+##@ Helm chart
+
+.PHONY: chart-sync
+chart-sync: manifests ## Copy the generated CRDs, manager RBAC and webhooks, the alerts and the requester policy into charts/arbiter/files.
+	rm -f $(CHART)/files/crds/*.yaml
+	cp config/crd/bases/*.yaml $(CHART)/files/crds/
+	cp config/rbac/role.yaml $(CHART)/files/manager-role.yaml
+	cp config/webhook/manifests.yaml $(CHART)/files/webhooks.yaml
+	cp config/prometheus/rules.yaml $(CHART)/files/prometheus-rules.yaml
+	cp config/admission/requested_by.yaml $(CHART)/files/requested-by.yaml
+
+.PHONY: chart-lint
+chart-lint: $(HELM) ## Run helm lint --strict on charts/arbiter (make test runs it too, with every tested values combination).
+	$(HELM) lint --strict $(CHART)
+
+.PHONY: helm-package
+helm-package: $(HELM) ## Package charts/arbiter as dist/arbiter-<version>.tgz, version and appVersion from VERSION (x.y.z or vx.y.z).
+	@echo '$(CHART_VERSION)' | grep -Eq '^[0-9]+\.[0-9]+\.[0-9]+([-+].*)?$$' || \
+		{ echo "helm-package: VERSION=$(VERSION) is not a SemVer x.y.z a chart version can be: run make helm-package VERSION=x.y.z" >&2; exit 1; }
+	$(HELM) package $(CHART) --version $(CHART_VERSION) --app-version $(VERSION) --destination dist
+
 ##@ Tools
 
 .PHONY: tools
-tools: $(CONTROLLER_GEN) $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Build the pinned tools into bin/, skipping what is there.
+tools: $(CONTROLLER_GEN) $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(HELM) ## Build the pinned tools into bin/, skipping what is there.
 
 # Each tool is a file target without prerequisites: built once, then reused.
 $(CONTROLLER_GEN):
@@ -152,6 +179,18 @@ $(KUBECTL):
 	$(GO_TOOLS) -o $@ k8s.io/kubernetes/cmd/kubectl
 $(KUBE_CONTROLLER_MANAGER):
 	$(GO_TOOLS) -o $@ k8s.io/kubernetes/cmd/kube-controller-manager
+# A module of its own (hack/tools/helm), like the linter's. The flags are
+# those of helm's own release build: its version, and the Kubernetes version
+# (that of its client-go) `helm template` and the deprecation checks of
+# `helm lint` assume, instead of the 1.20 a plain build would.
+$(HELM):
+	cd hack/tools/helm && \
+	helm=$$(go list -m -f '{{.Version}}' helm.sh/helm/v3) && \
+	minor=$$(go list -m -f '{{.Version}}' k8s.io/client-go | cut -d. -f2) && \
+	go build -o $@ -ldflags "-X helm.sh/helm/v3/internal/version.version=$$helm \
+		-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$$minor \
+		-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$$minor" \
+		helm.sh/helm/v3/cmd/helm
 $(CONTROLPLANE): FORCE
 	go build -o $@ ./hack/controlplane
 
