@@ -40,18 +40,6 @@ func init() {
 }
 
 var (
-	// Zombies is the number of zombies, by namespace and phase.
-	Zombies = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "arbiter_zombies",
-		Help: "Zombie operations (rejected, failed or cancelled, as their CleanupPolicy says) kept, by namespace and phase.",
-	}, []string{"namespace", "phase"})
-
-	// ZombieOldestAge is the age of the oldest zombie, by namespace.
-	ZombieOldestAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "arbiter_zombie_oldest_age_seconds",
-		Help: "Age of the oldest zombie operation since it completed, by namespace.",
-	}, []string{"namespace"})
-
 	// CleanupTotal counts cleanup attempts.
 	CleanupTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "arbiter_cleanup_total",
@@ -68,5 +56,5 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(Zombies, ZombieOldestAge, CleanupTotal, CleanupLatency)
+	ctrlmetrics.Registry.MustRegister(CleanupTotal, CleanupLatency)
 }
