@@ -35,10 +35,6 @@ var (
 	})
 )
 
-func init() {
-	ctrlmetrics.Registry.MustRegister(OperationsTotal, OperationDuration, StagingBatchSize, OCCConflictsTotal)
-}
-
 var (
 	// CleanupTotal counts cleanup attempts.
 	CleanupTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -55,6 +51,12 @@ var (
 	}, []string{"strategy"})
 )
 
+// collectors are every metric arbiter exports; exported.txt lists them.
+func collectors() []prometheus.Collector {
+	return []prometheus.Collector{OperationsTotal, OperationDuration, StagingBatchSize, OCCConflictsTotal,
+		CleanupTotal, CleanupLatency, Operations}
+}
+
 func init() {
-	ctrlmetrics.Registry.MustRegister(CleanupTotal, CleanupLatency)
+	ctrlmetrics.Registry.MustRegister(collectors()...)
 }

@@ -7,7 +7,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 	"github.com/arbiter-dev/arbiter/internal/cleanup"
@@ -47,10 +46,6 @@ var (
 // updated on the operations' hot path, and a namespace's series vanish with
 // its last operation of the phase. Setup points it at a manager.
 var Operations = &OperationsCollector{now: time.Now}
-
-func init() {
-	ctrlmetrics.Registry.MustRegister(Operations)
-}
 
 // OperationsCollector is the collector behind Operations.
 type OperationsCollector struct {
