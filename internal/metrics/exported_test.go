@@ -63,7 +63,7 @@ func exported() string {
 func TestExportedMetricsListIsCurrent(t *testing.T) {
 	want := exported()
 	if *update {
-		if err := os.WriteFile(exportedFile, []byte(want), 0o644); err != nil {
+		if err := os.WriteFile(exportedFile, []byte(want), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -195,6 +195,7 @@ func BenchmarkOperationsScrape(b *testing.B) {
 	c := &OperationsCollector{now: func() time.Time { return t0 }}
 	c.Read(idx, elected())
 	b.ReportAllocs()
+	series := 0
 	for b.Loop() {
 		ch := make(chan prometheus.Metric, 1024)
 		go func() {
@@ -202,6 +203,8 @@ func BenchmarkOperationsScrape(b *testing.B) {
 			close(ch)
 		}()
 		for range ch {
+			series++
 		}
 	}
+	b.ReportMetric(float64(series)/float64(b.N), "series/op")
 }
