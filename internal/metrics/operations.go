@@ -13,9 +13,9 @@ import (
 	"github.com/arbiter-dev/arbiter/internal/registry"
 )
 
-// ZombiePhases are the phases arbiter_zombies counts: every finished
+// zombiePhases are the phases arbiter_zombies counts: every finished
 // operation that did not succeed, whatever CleanupPolicy governs it, if any.
-var ZombiePhases = []arbiterv1alpha1.OperationPhase{
+var zombiePhases = []arbiterv1alpha1.OperationPhase{
 	arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.PhaseCancelled,
 }
 
@@ -94,7 +94,7 @@ func (c *OperationsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 	defer cancel()
-	phases := append(append([]arbiterv1alpha1.OperationPhase{arbiterv1alpha1.PhaseExecuting}, waitingPhases...), ZombiePhases...)
+	phases := append(append([]arbiterv1alpha1.OperationPhase{arbiterv1alpha1.PhaseExecuting}, waitingPhases...), zombiePhases...)
 	f := newFigures()
 	at := now()
 	// One phase at a time: a list shares the cache's objects but copies
