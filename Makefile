@@ -84,6 +84,10 @@ test: tools build vet ## Run every test: unit, envtest integration and e2e (buil
 	@# -p 1: the integration and e2e suites each start a control plane; two at
 	@# once on a small machine only make both slow.
 	go test -p 1 -count=1 $(GOTEST_FLAGS) ./...
+	@$(MAKE) --no-print-directory test-prometheus
+
+.PHONY: test-prometheus
+test-prometheus: ## Run the alert rule unit tests, runbook links and dashboard query checks (test/prometheus).
 	@# A module of its own, so that Prometheus' dependencies stay out of the manager's.
 	cd test/prometheus && go test -count=1 $(GOTEST_FLAGS) ./...
 

@@ -21,7 +21,6 @@ import (
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 	"github.com/arbiter-dev/arbiter/internal/cleanup"
-	"github.com/arbiter-dev/arbiter/internal/metrics"
 	"github.com/arbiter-dev/arbiter/internal/registry"
 )
 
@@ -150,11 +149,6 @@ func (r *CleanupReconciler) reconcilePolicy(ctx context.Context, req ctrl.Reques
 	r.mu.Lock()
 	t.reportCost = r.now().Sub(started)
 	r.mu.Unlock()
-
-	for _, phase := range []arbiterv1alpha1.OperationPhase{arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.PhaseCancelled} {
-		metrics.Zombies.WithLabelValues(p.Namespace, string(phase)).Set(float64(rep.ZombiesByPhase[phase]))
-	}
-	metrics.ZombieOldestAge.WithLabelValues(p.Namespace).Set(rep.OldestZombieAge.Seconds())
 
 	if rep.Changed {
 		orig := p.DeepCopy()

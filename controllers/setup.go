@@ -7,6 +7,7 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/arbiter-dev/arbiter/internal/metrics"
 	"github.com/arbiter-dev/arbiter/internal/registry"
 )
 
@@ -30,6 +31,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := registry.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
 		return fmt.Errorf("registering the field indexes: %w", err)
 	}
+	// The zombie, queue and executing gauges read the registry at scrape time.
+	metrics.Operations.Read(mgr.GetCache(), mgr.Elected())
 	cleaner := NewCleanupReconciler(mgr, o.CleanupWorkers, o.DefaultCleanupStrategy)
 	if err := cleaner.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the cleanup controllers: %w", err)

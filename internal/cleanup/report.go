@@ -46,10 +46,6 @@ type Report struct {
 	// Changed: something but lastSweepTime changed, so Status is to be
 	// written (with lastSweepTime now); otherwise it is left as it is.
 	Changed bool
-	// ZombiesByPhase and OldestZombieAge are the namespace's, whatever
-	// policy governs them, for the metrics.
-	ZombiesByPhase  map[arbiterv1alpha1.OperationPhase]int
-	OldestZombieAge time.Duration
 	// Refresh is when the report is due again at the latest: sooner than
 	// ReportInterval when the oldest zombie is about to pass maxZombieAge,
 	// so that Degraded is reported when it does.
@@ -62,7 +58,7 @@ type Report struct {
 // when an older policy governs some operation it selects.
 func PolicyReport(p *arbiterv1alpha1.CleanupPolicy, policies []arbiterv1alpha1.CleanupPolicy,
 	finished []arbiterv1alpha1.ConflictResolutionOperation, f Figures, now time.Time) Report {
-	rep := Report{ZombiesByPhase: map[arbiterv1alpha1.OperationPhase]int{}, Refresh: ReportInterval}
+	rep := Report{Refresh: ReportInterval}
 	obs := Observation{FailureRatePercent: f.FailureRatePercent}
 	overlappedBy := ""
 	for i := range finished {
@@ -72,14 +68,9 @@ func PolicyReport(p *arbiterv1alpha1.CleanupPolicy, policies []arbiterv1alpha1.C
 			continue
 		}
 		mine := gov.Name == p.Name
-		if IsZombie(gov, op) {
-			age := now.Sub(CompletedAt(op))
-			rep.ZombiesByPhase[op.Status.Phase]++
-			rep.OldestZombieAge = max(rep.OldestZombieAge, age)
-			if mine {
-				obs.Zombies++
-				obs.OldestZombieAge = max(obs.OldestZombieAge, age)
-			}
+		if mine && IsZombie(gov, op) {
+			obs.Zombies++
+			obs.OldestZombieAge = max(obs.OldestZombieAge, now.Sub(CompletedAt(op)))
 		}
 		if !mine && overlappedBy == "" && Selects(p, op) {
 			overlappedBy = gov.Name
