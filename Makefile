@@ -145,13 +145,14 @@ undeploy: ## Remove arbiter from the cluster.
 ##@ Helm chart
 
 .PHONY: chart-sync
-chart-sync: manifests ## Copy the generated CRDs, manager RBAC and webhooks, the alerts and the requester policy into charts/arbiter/files.
+chart-sync: manifests ## Copy the generated CRDs, manager RBAC and webhooks, the alerts, the dashboard and the requester policy into charts/arbiter/files.
 	rm -f $(CHART)/files/crds/*.yaml
 	cp config/crd/bases/*.yaml $(CHART)/files/crds/
 	cp config/rbac/role.yaml $(CHART)/files/manager-role.yaml
 	cp config/webhook/manifests.yaml $(CHART)/files/webhooks.yaml
 	cp config/prometheus/rules.yaml $(CHART)/files/prometheus-rules.yaml
 	cp config/admission/requested_by.yaml $(CHART)/files/requested-by.yaml
+	cp config/grafana/arbiter.json $(CHART)/files/grafana-dashboard.json
 
 .PHONY: chart-lint
 chart-lint: $(HELM) ## Run helm lint --strict on charts/arbiter (make test runs it too, with every tested values combination).

@@ -26,7 +26,7 @@ var valueCombinations = map[string][]string{
 	"oneReplica":      {"--set", "replicaCount=1"},
 	"threeReplicas":   {"--set", "replicaCount=3"},
 	"targetKinds":     {"-f", "testdata/target-kinds.yaml"},
-	"monitoring":      {"--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true"},
+	"monitoring":      {"--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true", "--set", "grafanaDashboard.enabled=true"},
 	"extraArgs":       {"--set-json", `extraArgs=["--kube-api-qps=200","--kube-api-burst=400"]`},
 	"scheduling":      {"-f", "testdata/scheduling.yaml"},
 	"requesterPolicy": {"--set", "requesterPolicy.enabled=true"},
@@ -109,10 +109,11 @@ func chartValues(values []string) []string {
 // (make chart-sync) drift from config/.
 func TestChartFilesAreInSync(t *testing.T) {
 	copies := map[string]string{
-		"files/manager-role.yaml":     "config/rbac/role.yaml",
-		"files/webhooks.yaml":         "config/webhook/manifests.yaml",
-		"files/prometheus-rules.yaml": "config/prometheus/rules.yaml",
-		"files/requested-by.yaml":     "config/admission/requested_by.yaml",
+		"files/manager-role.yaml":      "config/rbac/role.yaml",
+		"files/webhooks.yaml":          "config/webhook/manifests.yaml",
+		"files/prometheus-rules.yaml":  "config/prometheus/rules.yaml",
+		"files/requested-by.yaml":      "config/admission/requested_by.yaml",
+		"files/grafana-dashboard.json": "config/grafana/arbiter.json",
 	}
 	bases, err := filepath.Glob(util.Path("config", "crd", "bases", "*.yaml"))
 	if err != nil {
@@ -472,6 +473,18 @@ func TestChartMonitoring(t *testing.T) {
 	want := decodeFile(t, "config", "prometheus", "rules.yaml")[0]
 	if !equality.Semantic.DeepEqual(rule.Object["spec"], want.Object["spec"]) {
 		t.Errorf("PrometheusRule spec differs from config/prometheus/rules.yaml:\n%v", rule.Object["spec"])
+	}
+
+	dashboard := r.get(t, "ConfigMap", "arbiter-grafana-dashboard")
+	if dashboard.GetLabels()["grafana_dashboard"] != "1" {
+		t.Errorf("the dashboard ConfigMap lacks the label Grafana's sidecar looks for: %v", dashboard.GetLabels())
+	}
+	wantJSON, err := os.ReadFile(util.Path("config", "grafana", "arbiter.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := field(dashboard, "data", "arbiter.json"); got != strings.TrimRight(string(wantJSON), "\n") {
+		t.Errorf("the dashboard ConfigMap's arbiter.json differs from config/grafana/arbiter.json")
 	}
 }
 
