@@ -189,7 +189,7 @@ func (r *OperationReconciler) stage(ctx context.Context, op *arbiterv1alpha1.Con
 func (r *OperationReconciler) onLost(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation, st staged, v staging.Verdict) error {
 	metrics.StagingBatchSize.Observe(float64(v.BatchSize))
 	winner := v.Winner.Name
-	err := r.finish(ctx, op, arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.ReasonLostStaging,
+	err := r.finish(withBatch(ctx, v), op, arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.ReasonLostStaging,
 		fmt.Sprintf("Lost staging to %s among %d operations on the same target", winner, v.BatchSize),
 		func(op *arbiterv1alpha1.ConflictResolutionOperation) { markRejected(op, st, winner) })
 	if err == nil {
@@ -204,6 +204,7 @@ func (r *OperationReconciler) onQueued(ctx context.Context, op *arbiterv1alpha1.
 	if err := r.patchStatus(ctx, op, func(op *arbiterv1alpha1.ConflictResolutionOperation) { markQueued(op, st, winner) }); err != nil {
 		return ctrl.Result{}, fmt.Errorf("recording queued status: %w", err)
 	}
+	logDecision(ctx, op, v)
 	r.Arbiter.Settle(key(op))
 	return ctrl.Result{RequeueAfter: untilDeadline(op, r.now())}, nil
 }
@@ -240,6 +241,7 @@ func (r *OperationReconciler) onWon(ctx context.Context, op *arbiterv1alpha1.Con
 		// reconcile, on a fresher copy, records it.
 		return ctrl.Result{}, fmt.Errorf("recording executing status: %w", err)
 	}
+	logDecision(ctx, op, v)
 	if v.BatchSize > 0 {
 		metrics.StagingBatchSize.Observe(float64(v.BatchSize))
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -47,6 +49,8 @@ func (r *OperationReconciler) execute(ctx context.Context, op *arbiterv1alpha1.C
 		// Backing off after a 409: called again then, or sooner by a
 		// preemption or a deletion; never after the deadline.
 		now := r.now()
+		ctrl.LoggerFrom(ctx).V(1).Info("Target write conflicted; backing off", logKeyOperation, klog.KObj(op),
+			"attempts", op.Status.Attempts+res.Attempts, "retryAt", res.RetryAt)
 		return ctrl.Result{RequeueAfter: min(max(res.RetryAt.Sub(now), time.Millisecond), untilDeadline(op, now))}, nil
 	}
 	if err := r.recordOutcome(ctx, op, res); err != nil {
@@ -65,8 +69,13 @@ func (r *OperationReconciler) stopReason(ctx context.Context, op *arbiterv1alpha
 			Message: fmt.Sprintf("Preempted by %s, of higher priority, after its grace period of %s", by.Name, op.Spec.GracePeriodOrDefault())}
 	}
 	current := &arbiterv1alpha1.ConflictResolutionOperation{}
-	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(op), current); err == nil && !current.DeletionTimestamp.IsZero() {
+	switch err := r.Client.Get(ctx, client.ObjectKeyFromObject(op), current); {
+	case err == nil && !current.DeletionTimestamp.IsZero():
 		return &execute.Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}
+	case err != nil && !apierrors.IsNotFound(err):
+		// The cache answers; an error here is rare, and the deadline and
+		// preemption checks still hold: go on, but say so.
+		ctrl.LoggerFrom(ctx).Error(err, "Could not tell whether the operation was deleted; going on", logKeyOperation, klog.KObj(op))
 	}
 	if !r.now().Before(op.Deadline()) {
 		return &execute.Failure{Reason: arbiterv1alpha1.ReasonTimeout,

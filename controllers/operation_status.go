@@ -6,7 +6,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/arbiter-dev/arbiter/internal/metrics"
@@ -136,7 +135,7 @@ func (r *OperationReconciler) finish(ctx context.Context, op *arbiterv1alpha1.Co
 	}
 	metrics.OperationsTotal.WithLabelValues(op.Namespace, metrics.FunctionLabel(op.Spec.Function), string(phase), reason).Inc()
 	metrics.OperationDuration.Observe(now.Sub(op.CreationTimestamp.Time).Seconds())
-	ctrl.LoggerFrom(ctx).V(1).Info("Operation finished", "phase", phase, "reason", reason, "message", message)
+	logOutcome(ctx, op)
 	return nil
 }
 
