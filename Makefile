@@ -19,6 +19,7 @@ KUBE_CONTROLLER_MANAGER := $(K8S_BIN)/kube-controller-manager
 CONTROLPLANE    := $(LOCALBIN)/controlplane
 HELM            := $(LOCALBIN)/helm
 MANAGER_BIN     := $(LOCALBIN)/manager
+PLUGIN_BIN      := $(LOCALBIN)/kubectl-arbiter
 
 # envtest and the e2e tests find the binaries here.
 export KUBEBUILDER_ASSETS := $(K8S_BIN)
@@ -103,8 +104,9 @@ bench: tools build $(KUBE_CONTROLLER_MANAGER) ## Run the benchmarks: micro (stag
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager into bin/manager.
+build: ## Build the manager into bin/manager and the kubectl plugin into bin/kubectl-arbiter.
 	go build -ldflags '$(LDFLAGS)' -o $(MANAGER_BIN) ./cmd
+	go build -ldflags '$(LDFLAGS)' -o $(PLUGIN_BIN) ./cmd/kubectl-arbiter
 
 .PHONY: run
 run: ## Run the manager from source against the current kubeconfig.

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/duration"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+)
+
+func newHealthCommand(o *options) *cobra.Command {
+	allNamespaces := false
+	cmd := &cobra.Command{
+		Use:   "health",
+		Short: "Show cleanup health per namespace, from the CleanupPolicies' status",
+		Example: `  kubectl arbiter health -n bank
+  kubectl arbiter health -A -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return o.runHealth(cmd.Context(), allNamespaces) },
+	}
+	cmd.Flags().BoolVarP(&allNamespaces, "all-namespaces", "A", false, "Show every namespace that has a CleanupPolicy.")
+	return cmd
+}
+
+// HealthReport is what `health` shows: one entry per namespace with a
+// CleanupPolicy.
+type HealthReport struct {
+	Namespaces []NamespaceHealth `json:"namespaces"`
+	// Note says why the report is empty, when it is.
+	Note string `json:"note,omitempty"`
+}
+
+// NamespaceHealth is a namespace's cleanup health: the worst of its
+// policies', with their zombies added up.
+type NamespaceHealth struct {
+	Namespace              string                      `json:"namespace"`
+	Health                 arbiterv1alpha1.HealthState `json:"health"`
+	Zombies                int64                       `json:"zombies"`
+	OldestZombieAgeSeconds int64                       `json:"oldestZombieAgeSeconds"`
+	Policies               []PolicyHealth              `json:"policies"`
+}
+
+// PolicyHealth is one CleanupPolicy's report, from its status.
+type PolicyHealth struct {
+	Name                      string                          `json:"name"`
+	Strategy                  arbiterv1alpha1.CleanupStrategy `json:"strategy"`
+	DryRun                    bool                            `json:"dryRun,omitempty"`
+	Health                    arbiterv1alpha1.HealthState     `json:"health"`
+	Zombies                   int32                           `json:"zombies"`
+	OldestZombieAgeSeconds    int64                           `json:"oldestZombieAgeSeconds"`
+	CleanedTotal              int64                           `json:"cleanedTotal"`
+	CleanupFailuresTotal      int64                           `json:"cleanupFailuresTotal"`
+	CleanupFailureRatePercent int32                           `json:"cleanupFailureRatePercent"`
+	LatencyP50                string                          `json:"latencyP50,omitempty"`
+	LatencyP99                string                          `json:"latencyP99,omitempty"`
+	LastSweepTime             *time.Time                      `json:"lastSweepTime,omitempty"`
+	Issues                    []string                        `json:"issues,omitempty"`
+}
+
+// healthUnknown is the health of a policy whose status is not written yet.
+const healthUnknown arbiterv1alpha1.HealthState = "Unknown"
+
+func (o *options) runHealth(ctx context.Context, allNamespaces bool) error {
+	ns := ""
+	if !allNamespaces {
+		var err error
+		if ns, err = o.namespace(); err != nil {
+			return err
+		}
+	}
+	c, _, err := o.client()
+	if err != nil {
+		return err
+	}
+	policies := &arbiterv1alpha1.CleanupPolicyList{}
+	if err := c.List(ctx, policies, client.InNamespace(ns)); err != nil {
+		return fmt.Errorf("listing CleanupPolicies: %w", err)
+	}
+	report := healthReport(policies.Items, ns)
+	return o.print(report, func(w io.Writer) error { return report.render(w, o.now()) })
+}
+
+// healthReport groups policies by namespace. ns is the namespace asked
+// for, empty for all.
+func healthReport(policies []arbiterv1alpha1.CleanupPolicy, ns string) HealthReport {
+	r := HealthReport{Namespaces: []NamespaceHealth{}}
+	byNS := map[string]*NamespaceHealth{}
+	for i := range policies {
+		p := &policies[i]
+		n, ok := byNS[p.Namespace]
+		if !ok {
+			n = &NamespaceHealth{Namespace: p.Namespace}
+			byNS[p.Namespace] = n
+		}
+		ph := policyHealth(p)
+		n.Policies = append(n.Policies, ph)
+		n.Zombies += int64(ph.Zombies)
+		n.OldestZombieAgeSeconds = max(n.OldestZombieAgeSeconds, ph.OldestZombieAgeSeconds)
+		if severity(ph.Health) > severity(n.Health) {
+			n.Health = ph.Health
+		}
+	}
+	for _, n := range byNS {
+		slices.SortFunc(n.Policies, func(a, b PolicyHealth) int { return cmp.Compare(a.Name, b.Name) })
+		r.Namespaces = append(r.Namespaces, *n)
+	}
+	slices.SortFunc(r.Namespaces, func(a, b NamespaceHealth) int { return cmp.Compare(a.Namespace, b.Namespace) })
+	if len(r.Namespaces) == 0 {
+		if ns == "" {
+			r.Note = "No CleanupPolicy in any namespace: zombies are kept unless the manager runs with --default-cleanup-strategy."
+		} else {
+			r.Note = fmt.Sprintf("No CleanupPolicy in namespace %s: its zombies are kept unless the manager runs with --default-cleanup-strategy.", ns)
+		}
+	}
+	return r
+}
+
+func policyHealth(p *arbiterv1alpha1.CleanupPolicy) PolicyHealth {
+	s := &p.Status
+	strategy := p.Spec.Strategy
+	if strategy == "" {
+		strategy = arbiterv1alpha1.CleanupDeferred
+	}
+	h := PolicyHealth{Name: p.Name, Strategy: strategy, DryRun: p.Spec.DryRun, Health: s.Health,
+		Zombies: s.Zombies, OldestZombieAgeSeconds: s.OldestZombieAgeSeconds,
+		CleanedTotal: s.CleanedTotal, CleanupFailuresTotal: s.CleanupFailuresTotal, CleanupFailureRatePercent: s.CleanupFailureRatePercent,
+		Issues: s.Issues}
+	if h.Health == "" {
+		h.Health = healthUnknown
+	}
+	if l := s.CleanupLatency; l != nil {
+		if l.P50 != nil {
+			h.LatencyP50 = l.P50.Duration.String()
+		}
+		if l.P99 != nil {
+			h.LatencyP99 = l.P99.Duration.String()
+		}
+	}
+	if s.LastSweepTime != nil {
+		t := s.LastSweepTime.Time
+		h.LastSweepTime = &t
+	}
+	return h
+}
+
+// severity orders health states, worst last.
+func severity(h arbiterv1alpha1.HealthState) int {
+	return slices.Index([]arbiterv1alpha1.HealthState{"", arbiterv1alpha1.HealthHealthy, healthUnknown,
+		arbiterv1alpha1.HealthDegraded, arbiterv1alpha1.HealthUnhealthy}, h)
+}
+
+// render writes one row per policy, then the issues in sentences.
+func (r HealthReport) render(w io.Writer, now time.Time) error {
+	if r.Note != "" {
+		_, err := fmt.Fprintln(w, r.Note)
+		return err
+	}
+	var rows [][]string
+	var issues []string
+	for _, n := range r.Namespaces {
+		for _, p := range n.Policies {
+			strategy := string(p.Strategy)
+			if p.DryRun {
+				strategy += " (dry run)"
+			}
+			oldest := "-"
+			if p.Zombies > 0 {
+				oldest = duration.HumanDuration(time.Duration(p.OldestZombieAgeSeconds) * time.Second)
+			}
+			latency := "-"
+			if p.LatencyP50 != "" {
+				latency = p.LatencyP50 + "/" + p.LatencyP99
+			}
+			sweep := "never"
+			if p.LastSweepTime != nil {
+				sweep = age(now, *p.LastSweepTime) + " ago"
+			}
+			rows = append(rows, []string{n.Namespace, p.Name, strategy, string(p.Health), itoa(p.Zombies), oldest,
+				fmt.Sprintf("%d%%", p.CleanupFailureRatePercent), latency, fmt.Sprint(p.CleanedTotal), sweep})
+			for _, i := range p.Issues {
+				issues = append(issues, fmt.Sprintf("%s/%s: %s", n.Namespace, p.Name, i))
+			}
+		}
+	}
+	if err := table(w, []string{"NAMESPACE", "POLICY", "STRATEGY", "HEALTH", "ZOMBIES", "OLDEST ZOMBIE",
+		"FAILURES (15m)", "LATENCY P50/P99", "CLEANED", "LAST SWEEP"}, rows); err != nil {
+		return err
+	}
+	if len(issues) == 0 {
+		return nil
+	}
+	if _, err := fmt.Fprintln(w, "\nIssues:"); err != nil {
+		return err
+	}
+	for _, i := range issues {
+		if _, err := fmt.Fprintf(w, "  %s\n", i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
