@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -89,13 +91,15 @@ type managerProcess struct {
 	probeAddr   string
 	metricsAddr string
 	done        chan struct{}
+	// log holds what the manager wrote, for specs that read its log.
+	log *syncBuffer
 }
 
 // startManager runs bin/manager against the test control plane on free
 // loopback ports and waits until it reports ready.
 func startManager(extraArgs ...string) *managerProcess {
 	GinkgoHelper()
-	m := &managerProcess{probeAddr: freeAddr(), metricsAddr: freeAddr(), done: make(chan struct{})}
+	m := &managerProcess{probeAddr: freeAddr(), metricsAddr: freeAddr(), done: make(chan struct{}), log: &syncBuffer{}}
 	args := append([]string{
 		"--kubeconfig", kubeconfig,
 		"--health-probe-bind-address", m.probeAddr,
@@ -105,8 +109,9 @@ func startManager(extraArgs ...string) *managerProcess {
 		"--webhook-cert-dir", testEnv.WebhookInstallOptions.LocalServingCertDir,
 	}, extraArgs...)
 	m.cmd = exec.Command(managerBin, args...)
-	m.cmd.Stdout = GinkgoWriter
-	m.cmd.Stderr = GinkgoWriter
+	// One writer for both: exec then never interleaves parts of lines.
+	out := io.MultiWriter(GinkgoWriter, m.log)
+	m.cmd.Stdout, m.cmd.Stderr = out, out
 	Expect(m.cmd.Start()).To(Succeed())
 	go func() { _ = m.cmd.Wait(); close(m.done) }()
 
@@ -220,4 +225,23 @@ func kubectlWithInput(stdin string, args ...string) (string, error) {
 		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
 	}
 	return stdout.String(), nil
+}
+
+// syncBuffer is a buffer the manager's output goroutines write to while a
+// spec reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
