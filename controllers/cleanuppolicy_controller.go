@@ -92,6 +92,9 @@ func (r *CleanupReconciler) coalescedPolicyRefresh() handler.EventHandler {
 func (r *CleanupReconciler) policiesOfNamespace(ctx context.Context, o client.Object) []reconcile.Request {
 	var list arbiterv1alpha1.CleanupPolicyList
 	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
+		// A cache read fails only while the manager stops; the policies
+		// refresh every ReportInterval anyway.
+		ctrl.LoggerFrom(ctx).Error(err, "Listing the policies to refresh", "namespace", o.GetNamespace())
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))

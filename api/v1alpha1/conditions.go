@@ -91,4 +91,7 @@ const (
 	ReasonOverlapsOlderPolicy = "OverlapsOlderPolicy"
 	// ReasonNoOverlap: no older policy selects the same operations.
 	ReasonNoOverlap = "NoOverlap"
+	// ReasonInvalidSelector: spec.selector does not parse, so the policy
+	// selects no operation.
+	ReasonInvalidSelector = "InvalidSelector"
 )

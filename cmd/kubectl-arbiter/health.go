@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -131,7 +133,15 @@ func policyHealth(p *arbiterv1alpha1.CleanupPolicy) PolicyHealth {
 	h := PolicyHealth{Name: p.Name, Strategy: strategy, DryRun: p.Spec.DryRun, Health: s.Health,
 		Zombies: s.Zombies, OldestZombieAgeSeconds: s.OldestZombieAgeSeconds,
 		CleanedTotal: s.CleanedTotal, CleanupFailuresTotal: s.CleanupFailuresTotal, CleanupFailureRatePercent: s.CleanupFailureRatePercent,
-		Issues: s.Issues}
+		Issues: slices.Clone(s.Issues)}
+	// What the conditions say beyond health: a policy that selects nothing,
+	// or one that an older policy overrides.
+	if c := meta.FindStatusCondition(s.Conditions, arbiterv1alpha1.PolicyReady); c != nil && c.Status == metav1.ConditionFalse {
+		h.Issues = append(h.Issues, "Not ready: "+c.Message)
+	}
+	if c := meta.FindStatusCondition(s.Conditions, arbiterv1alpha1.PolicyOverlapping); c != nil && c.Status == metav1.ConditionTrue {
+		h.Issues = append(h.Issues, "Overlapping: "+c.Message)
+	}
 	if h.Health == "" {
 		h.Health = healthUnknown
 	}

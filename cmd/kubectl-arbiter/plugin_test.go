@@ -317,6 +317,14 @@ func TestHealthReport(t *testing.T) {
 		policy("bank", "audit", arbiterv1alpha1.HealthHealthy, 3, 60),
 		policy("bank", "default", arbiterv1alpha1.HealthDegraded, 1234, 7200, "High zombie count: 1234"),
 	}, "")
+	withConditions := policy("bank", "audit", arbiterv1alpha1.HealthHealthy, 3, 60)
+	withConditions.Status.Conditions = []metav1.Condition{
+		{Type: arbiterv1alpha1.PolicyReady, Status: metav1.ConditionFalse, Reason: arbiterv1alpha1.ReasonInvalidSelector, Message: "spec.selector: bad"},
+		{Type: arbiterv1alpha1.PolicyOverlapping, Status: metav1.ConditionTrue, Reason: arbiterv1alpha1.ReasonOverlapsOlderPolicy, Message: "CleanupPolicy old governs some"},
+	}
+	if got := policyHealth(&withConditions).Issues; !equal(got, []string{"Not ready: spec.selector: bad", "Overlapping: CleanupPolicy old governs some"}) {
+		t.Errorf("issues from conditions = %q", got)
+	}
 	if len(r.Namespaces) != 2 || r.Namespaces[0].Namespace != "bank" || r.Namespaces[1].Namespace != "shop" {
 		t.Fatalf("namespaces = %+v, want bank then shop", r.Namespaces)
 	}

@@ -23,14 +23,19 @@ func Selects(p *arbiterv1alpha1.CleanupPolicy, op *arbiterv1alpha1.ConflictResol
 	if p.Namespace != op.Namespace {
 		return false
 	}
-	if p.Spec.Selector == nil {
-		return true
-	}
-	sel, err := metav1.LabelSelectorAsSelector(p.Spec.Selector)
+	sel, err := selector(p)
 	if err != nil {
-		return false
+		return false // reported by the policy's Ready condition
 	}
 	return sel.Matches(labels.Set(op.Labels))
+}
+
+// selector is the policy's spec.selector; everything when unset.
+func selector(p *arbiterv1alpha1.CleanupPolicy) (labels.Selector, error) {
+	if p.Spec.Selector == nil {
+		return labels.Everything(), nil
+	}
+	return metav1.LabelSelectorAsSelector(p.Spec.Selector)
 }
 
 // Older orders policies for precedence: the oldest, then the lowest name.

@@ -97,8 +97,15 @@ func PolicyReport(p *arbiterv1alpha1.CleanupPolicy, policies []arbiterv1alpha1.C
 		}
 		meta.SetStatusCondition(&s.Conditions, c)
 	}
-	condition(arbiterv1alpha1.PolicyReady, true, arbiterv1alpha1.ReasonEvaluated,
-		fmt.Sprintf("Governs %d zombie(s) with the %s strategy", obs.Zombies, p.Spec.Strategy))
+	if _, err := selector(p); err != nil {
+		// Selects reads such a selector as selecting nothing: say so
+		// rather than govern nothing in silence.
+		condition(arbiterv1alpha1.PolicyReady, false, arbiterv1alpha1.ReasonInvalidSelector,
+			fmt.Sprintf("spec.selector: %v; the policy selects no operation", err))
+	} else {
+		condition(arbiterv1alpha1.PolicyReady, true, arbiterv1alpha1.ReasonEvaluated,
+			fmt.Sprintf("Governs %d zombie(s) with the %s strategy", obs.Zombies, p.Spec.Strategy))
+	}
 	healthMsg := "Every health threshold is met"
 	if len(issues) > 0 {
 		healthMsg = fmt.Sprint(issues)

@@ -2,6 +2,7 @@ package cleanup
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -147,5 +148,23 @@ func TestDefaultPolicy(t *testing.T) {
 	}
 	if v := Judge(p, finished("op", arbiterv1alpha1.PhaseCancelled, 0, nil)); v.Zombie {
 		t.Error("the default takes Cancelled for a zombie")
+	}
+}
+
+func TestPolicyReportNamesAnInvalidSelector(t *testing.T) {
+	bad := policy("bad", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) {
+		s.Selector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: "Near"}}}
+	})
+	op := finished("r", arbiterv1alpha1.PhaseRejected, 0, map[string]string{"team": "audit"})
+	rep := PolicyReport(&bad, []arbiterv1alpha1.CleanupPolicy{bad}, []arbiterv1alpha1.ConflictResolutionOperation{*op}, Figures{}, t0)
+	ready := meta.FindStatusCondition(rep.Status.Conditions, arbiterv1alpha1.PolicyReady)
+	if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != arbiterv1alpha1.ReasonInvalidSelector {
+		t.Fatalf("Ready = %+v, want False/InvalidSelector", ready)
+	}
+	if want := `spec.selector: "Near" is not a valid label selector operator`; !strings.Contains(ready.Message, want) {
+		t.Errorf("Ready message %q, want it to contain %q", ready.Message, want)
+	}
+	if rep.Status.Zombies != 0 {
+		t.Errorf("zombies = %d, want 0: the policy selects nothing", rep.Status.Zombies)
 	}
 }
