@@ -73,6 +73,11 @@ apiVersion: v1
 kind: ConfigMap
 metadata: {name: ledger, namespace: decisions}
 data: {owner: nobody}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: journal, namespace: decisions}
+data: {owner: nobody}
 `, "create", "-f", "-")
 		Expect(err).NotTo(HaveOccurred())
 	})
@@ -123,7 +128,12 @@ data: {owner: nobody}
 		_, err := kubectlWithInput(setOwner(ns, "critical", "ledger", 10)+setOwner(ns, "normal", "ledger", 5)+setOwner(ns, "low", "ledger", 2),
 			"create", "-f", "-")
 		Expect(err).NotTo(HaveOccurred())
-		waitFinished("critical", "normal", "low")
+		// And a Queue batch on another target: its loser waits its turn.
+		queue := strings.ReplaceAll(setOwner(ns, "first", "journal", 8)+setOwner(ns, "second", "journal", 3),
+			"staging: {window: 2s}", "staging: {window: 2s, onConflict: Queue}")
+		_, err = kubectlWithInput(queue, "create", "-f", "-")
+		Expect(err).NotTo(HaveOccurred())
+		waitFinished("critical", "normal", "low", "first", "second")
 		out, err := kubectl("get", "cro", "-n", ns, "critical", "-o",
 			`jsonpath={.status.phase} {.status.attempts} {.status.targets[0].resourceVersionBefore} {.status.targets[0].resourceVersionAfter}`)
 		Expect(err).NotTo(HaveOccurred())
@@ -138,8 +148,10 @@ data: {owner: nobody}
 			g.Expect(linesAbout(lines, "critical")).To(HaveLen(2))
 			g.Expect(linesAbout(lines, "normal")).To(HaveLen(1))
 			g.Expect(linesAbout(lines, "low")).To(HaveLen(1))
+			g.Expect(linesAbout(lines, "first")).To(HaveLen(2))
+			g.Expect(linesAbout(lines, "second")).To(HaveLen(3))
 		}, util.Timeout, util.Interval).Should(Succeed())
-		Expect(lines).To(HaveLen(4), "one line per decision and per outcome, nothing twice")
+		Expect(lines).To(HaveLen(9), "one line per decision and per outcome, nothing twice")
 
 		won, finished := linesAbout(lines, "critical")[0], linesAbout(lines, "critical")[1]
 		Expect(won).To(And(
@@ -160,6 +172,16 @@ data: {owner: nobody}
 			HaveKeyWithValue("targets", []any{map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "name": "ledger",
 				"resourceVersionBefore": status[2], "resourceVersionAfter": status[3], "applied": true}}),
 		))
+		second := linesAbout(lines, "second")
+		Expect(second[0]).To(And(
+			HaveKeyWithValue("level", "debug"),
+			HaveKeyWithValue("msg", "Operation queued"),
+			HaveKeyWithValue("winner", "first"),
+			HaveKeyWithValue("batchSize", float64(2)),
+			HaveKeyWithValue("effectivePriority", float64(3)),
+		))
+		Expect(second[1]).To(HaveKeyWithValue("msg", "Operation won staging"), "its turn, once first is done")
+		Expect(second[2]).To(And(HaveKeyWithValue("msg", "Operation finished"), HaveKeyWithValue("phase", "Succeeded")))
 		for name, priority := range map[string]float64{"normal": 5, "low": 2} {
 			Expect(linesAbout(lines, name)[0]).To(And(
 				HaveKeyWithValue("level", "debug"),
