@@ -36,9 +36,10 @@ func (o *options) print(report any, text func(io.Writer) error) error {
 // table writes rows under a header, aligned as kubectl aligns its tables.
 func table(w io.Writer, header []string, rows [][]string) error {
 	tw := printers.GetNewTabWriter(w)
-	fmt.Fprintln(tw, strings.Join(header, "\t"))
-	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	for _, r := range append([][]string{header}, rows...) {
+		if _, err := fmt.Fprintln(tw, strings.Join(r, "\t")); err != nil {
+			return err
+		}
 	}
 	return tw.Flush()
 }

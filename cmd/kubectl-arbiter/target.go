@@ -49,6 +49,7 @@ type TargetKey struct {
 	Name      string `json:"name"`
 }
 
+// String names the target as the plugin prints it: Kind.group namespace/name.
 func (k TargetKey) String() string {
 	kind := k.Kind
 	if k.Group != "" {

@@ -47,8 +47,6 @@ type pluginReport struct {
 		Policies  []struct {
 			Name     string
 			Strategy string
-			Health   string
-			Zombies  int
 		}
 	} `json:"namespaces"`
 	Note string `json:"note"`
