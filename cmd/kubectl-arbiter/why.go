@@ -138,7 +138,7 @@ func explain(op, winner *arbiterv1alpha1.ConflictResolutionOperation, beaten []a
 		say("It lost staging to %s. %s", s.Winner, comparison(op, winner))
 		say("With onConflict: Reject, a loser ends Rejected; with Queue it would have waited its turn.")
 	case s.Reason == arbiterv1alpha1.ReasonPreempted:
-		say("It was executing when %s, of strictly higher effective priority%s, took the target after its grace period of %s: it stopped before its next write and rolled back what it had written.",
+		say("It was executing when %s, of strictly higher effective priority%s, took the target after its grace period of %s: it stopped before its next write and rolled back anything it had written.",
 			s.Winner, priorityGap(op, winner), op.Spec.GracePeriodOrDefault())
 	}
 	if won := wonOver(beaten); won != "" {
