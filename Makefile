@@ -13,7 +13,11 @@ CONTROLLER_GEN  := $(LOCALBIN)/controller-gen
 GOLANGCI_LINT   := $(LOCALBIN)/golangci-lint
 KUBE_APISERVER  := $(K8S_BIN)/kube-apiserver
 ETCD            := $(K8S_BIN)/etcd
-KUBECTL         := $(K8S_BIN)/kubectl
+# The local targets (up, demo, test) use the kubectl built into bin/; the
+# deployment targets (install, deploy, ...) use KUBECTL, kubectl on the PATH
+# unless set, so that they work on a machine without bin/.
+LOCAL_KUBECTL   := $(K8S_BIN)/kubectl
+KUBECTL         ?= kubectl
 # Only `make bench` needs it: the anchor its cleanup is measured against.
 KUBE_CONTROLLER_MANAGER := $(K8S_BIN)/kube-controller-manager
 CONTROLPLANE    := $(LOCALBIN)/controlplane
@@ -34,8 +38,17 @@ LDFLAGS := -X github.com/arbiter-dev/arbiter/internal/version.Version=$(VERSION)
 CHART       := charts/arbiter
 CHART_VERSION ?= $(patsubst v%,%,$(VERSION))
 
-# Image used by `make deploy`.
+# Image built by `make docker-build` and `make image`, and used by `make deploy`.
 IMG ?= arbiter:latest
+# The container engine of `make docker-build docker-push`.
+CONTAINER_TOOL ?= docker
+# Architecture of the image `make image` builds (default: this machine's).
+GOARCH ?= $(shell go env GOARCH)
+# `make image` writes the image here, as an OCI image layout tarball.
+IMAGE_TAR ?= dist/arbiter-image.tar
+# Every timestamp in the image: the last commit's, so that the same source
+# gives the same image digest.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 # `make up MANAGER=false` starts the control plane only.
 MANAGER ?= true
 # Extra flags for `go test`, for example GOTEST_FLAGS='-run TestAPI -v'.
@@ -81,11 +94,15 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint (.golangci.yml) on the main module; 
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: test
-test: tools build vet ## Run every test: unit, envtest integration and e2e (builds the tools if missing).
+test: tools build image vet ## Run every test: unit, envtest integration, e2e and the image's (builds the tools if missing).
 	@# -p 1: the integration and e2e suites each start a control plane; two at
-	@# once on a small machine only make both slow.
-	go test -p 1 -count=1 $(GOTEST_FLAGS) ./...
+	@# once on a small machine only make both slow. ARBITER_VERSION: what
+	@# the e2e suite expects bin/manager --version to print.
+	ARBITER_VERSION='$(VERSION)' go test -p 1 -count=1 $(GOTEST_FLAGS) ./...
 	@$(MAKE) --no-print-directory test-prometheus
+	@# A module of its own, so that go-containerregistry's dependencies stay
+	@# out of the manager's: the image `make image` wrote, checked.
+	cd hack/image && IMAGE_TAR='$(CURDIR)/$(IMAGE_TAR)' IMAGE_VERSION='$(VERSION)' IMAGE_ARCH='$(GOARCH)' go test -count=1 $(GOTEST_FLAGS) ./...
 
 .PHONY: test-prometheus
 test-prometheus: ## Run the alert rule unit tests, runbook links and dashboard query checks (test/prometheus).
@@ -108,6 +125,21 @@ build: ## Build the manager into bin/manager and the kubectl plugin into bin/kub
 	go build -ldflags '$(LDFLAGS)' -o $(MANAGER_BIN) ./cmd
 	go build -ldflags '$(LDFLAGS)' -o $(PLUGIN_BIN) ./cmd/kubectl-arbiter
 
+.PHONY: image
+image: ## Build the manager image as an OCI image layout tarball (IMAGE_TAR, for GOARCH) with no container engine or registry.
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) go build -trimpath -ldflags '$(LDFLAGS)' -o $(LOCALBIN)/linux-$(GOARCH)/manager ./cmd
+	@mkdir -p $(dir $(IMAGE_TAR))
+	cd hack/image && SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) go run . --binary $(LOCALBIN)/linux-$(GOARCH)/manager \
+		--output $(abspath $(IMAGE_TAR)) --arch $(GOARCH) --version '$(VERSION)' --name '$(IMG)'
+
+.PHONY: docker-build
+docker-build: ## Build the manager image IMG with CONTAINER_TOOL (docker, podman) from the Dockerfile.
+	$(CONTAINER_TOOL) build --build-arg LDFLAGS='$(LDFLAGS)' --build-arg VERSION='$(VERSION)' -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the image IMG with CONTAINER_TOOL.
+	$(CONTAINER_TOOL) push $(IMG)
+
 .PHONY: run
 run: ## Run the manager from source against the current kubeconfig.
 	go run ./cmd --metrics-bind-address=:8080 --metrics-secure=false
@@ -116,7 +148,7 @@ run: ## Run the manager from source against the current kubeconfig.
 
 .PHONY: up
 up: tools build $(CONTROLPLANE) ## Start etcd, kube-apiserver (CRDs installed) and the manager in the background; kubeconfig in .local/kubeconfig.
-	@MANAGER=$(MANAGER) KUBECTL=$(KUBECTL) hack/local-up.sh
+	@MANAGER=$(MANAGER) KUBECTL=$(LOCAL_KUBECTL) hack/local-up.sh
 
 .PHONY: down
 down: ## Stop the manager and the local control plane.
@@ -124,12 +156,12 @@ down: ## Stop the manager and the local control plane.
 
 .PHONY: demo
 demo: up ## Start everything and run the sample scenario with kubectl.
-	@KUBECTL=$(KUBECTL) hack/demo.sh
+	@KUBECTL=$(LOCAL_KUBECTL) hack/demo.sh
 
 ##@ Deployment
 
 .PHONY: install
-install: manifests ## Install the CRDs into the cluster of the current kubeconfig.
+install: ## Install the CRDs into the cluster of the current kubeconfig (KUBECTL, default kubectl on the PATH).
 	$(KUBECTL) apply --server-side -k config/crd
 
 .PHONY: uninstall
@@ -137,7 +169,7 @@ uninstall: ## Remove the CRDs (and so every operation and policy) from the clust
 	$(KUBECTL) delete --ignore-not-found -k config/crd
 
 .PHONY: deploy
-deploy: manifests ## Deploy arbiter to the cluster of the current kubeconfig with image IMG.
+deploy: ## Deploy arbiter to the cluster of the current kubeconfig with image IMG (KUBECTL, default kubectl on the PATH).
 	$(KUBECTL) kustomize config/default | sed 's|image: controller:latest|image: $(IMG)|' | $(KUBECTL) apply --server-side -f -
 
 .PHONY: undeploy
@@ -169,7 +201,7 @@ helm-package: $(HELM) ## Package charts/arbiter as dist/arbiter-<version>.tgz, v
 ##@ Tools
 
 .PHONY: tools
-tools: $(CONTROLLER_GEN) $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(HELM) ## Build the pinned tools into bin/, skipping what is there.
+tools: $(CONTROLLER_GEN) $(KUBE_APISERVER) $(ETCD) $(LOCAL_KUBECTL) $(HELM) ## Build the pinned tools into bin/, skipping what is there.
 
 # Each tool is a file target without prerequisites: built once, then reused.
 $(CONTROLLER_GEN):
@@ -182,7 +214,7 @@ $(KUBE_APISERVER):
 	$(GO_TOOLS) -o $@ k8s.io/kubernetes/cmd/kube-apiserver
 $(ETCD):
 	$(GO_TOOLS) -o $@ ./etcd
-$(KUBECTL):
+$(LOCAL_KUBECTL):
 	$(GO_TOOLS) -o $@ k8s.io/kubernetes/cmd/kubectl
 $(KUBE_CONTROLLER_MANAGER):
 	$(GO_TOOLS) -o $@ k8s.io/kubernetes/cmd/kube-controller-manager
