@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -43,6 +44,7 @@ type options struct {
 	webhookCertDir         string
 	leaderElect            bool
 	leaderElectionNS       string
+	gracefulShutdown       time.Duration
 	kubeAPIQPS             float64
 	kubeAPIBurst           int
 	operationWorkers       int
@@ -77,6 +79,11 @@ func bindFlags(fs *flag.FlagSet, o *options) {
 		"Directory holding the webhook server's tls.crt and tls.key (default: controller-runtime's /tmp/k8s-webhook-server/serving-certs).")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false,
 		"Elect a leader so that only one manager replica acts at a time.")
+	// The Deployment's terminationGracePeriodSeconds must outlast it, so that
+	// a stopping leader finishes its reconciles and releases its Lease
+	// before the kubelet kills it.
+	fs.DurationVar(&o.gracefulShutdown, "graceful-shutdown-timeout", 30*time.Second,
+		"How long the manager waits, once told to stop, for its controllers and servers to finish before it exits.")
 	// A 1000-operation burst costs a few thousand requests; the client-go
 	// defaults (5 QPS, 10 burst) would stretch it to minutes.
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 500,
@@ -104,6 +111,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("--default-cleanup-strategy: %q is not one of %v", o.defaultCleanupStrategy, defaultCleanupStrategies)
 	}
 	switch {
+	case o.gracefulShutdown < 0:
+		return fmt.Errorf("--graceful-shutdown-timeout: must not be negative, got %v", o.gracefulShutdown)
 	case o.webhookPort <= 0 || o.webhookPort > 65535:
 		return fmt.Errorf("--webhook-port: must be a port number, got %d", o.webhookPort)
 	case o.kubeAPIQPS <= 0:
@@ -171,6 +180,11 @@ func run(o options) error {
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "arbiter.arbiter.dev",
 		LeaderElectionNamespace: o.leaderElectionNS,
+		// A replica that stops gives up its Lease at once, so the standby
+		// takes over without waiting for the lease to expire. Safe because
+		// the process exits as soon as the manager has stopped.
+		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       &o.gracefulShutdown,
 		// Operations are many, and zombies can number tens of thousands:
 		// no managedFields, and finished operations trimmed.
 		Cache: registry.CacheOptions(),

@@ -34,6 +34,7 @@ var _ = Describe("The manager binary", func() {
 		Entry("unknown cleanup strategy", "--default-cleanup-strategy=Sometimes", "--default-cleanup-strategy"),
 		Entry("no operation workers", "--operation-workers=0", "--operation-workers"),
 		Entry("negative QPS", "--kube-api-qps=-1", "--kube-api-qps"),
+		Entry("negative graceful shutdown", "--graceful-shutdown-timeout=-1s", "--graceful-shutdown-timeout"),
 	)
 })
 
@@ -135,6 +136,7 @@ var _ = Describe("config/default", func() {
 		out, err := kubectlWithInput(strings.Join(checkable, "\n---\n"), "apply", "--server-side", "--dry-run=server", "-f", "-")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(out).To(ContainSubstring("deployment.apps/arbiter-controller-manager serverside-applied (server dry run)"))
+		Expect(out).To(ContainSubstring("poddisruptionbudget.policy/arbiter-controller-manager serverside-applied (server dry run)"))
 		Expect(out).To(ContainSubstring("customresourcedefinition.apiextensions.k8s.io/conflictresolutionoperations.arbiter.dev"))
 		Expect(out).To(ContainSubstring("validatingwebhookconfiguration.admissionregistration.k8s.io/arbiter-validating-webhook-configuration"))
 	})

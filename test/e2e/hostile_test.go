@@ -80,7 +80,7 @@ var _ = Describe("Hostile input", Label("faults"), Ordered, func() {
 			// The manager's memory stays within what its Deployment allows.
 			peak := manager.peakResidentBytes()
 			fmt.Fprintf(GinkgoWriter, "%s: the manager's peak resident set is %d MiB\n", name, peak>>20)
-			Expect(peak).To(BeNumerically("<", managerMemoryLimit))
+			Expect(peak).To(BeNumerically("<", managerMemoryLimit()))
 		},
 		Entry("CEL whose cost explodes (a 2000 x 2000 product)", "quadratic",
 			`{"xs": [`+strings.TrimSuffix(strings.Repeat("1,", 2000), ",")+`]}`,

@@ -158,10 +158,6 @@ func (m *managerProcess) sum(name, match string) float64 {
 	return total
 }
 
-// managerMemoryLimit is the memory limit of the manager's Deployment
-// (config/manager): past it, a pod is OOM-killed.
-const managerMemoryLimit = 512 << 20
-
 // peakResidentBytes is the manager's peak resident set since it started
 // (VmHWM), read from /proc.
 func (m *managerProcess) peakResidentBytes() int64 {

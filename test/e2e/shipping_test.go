@@ -1,0 +1,122 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/arbiter-dev/arbiter/test/util"
+)
+
+var _ = Describe("The manager binary's version", func() {
+	It("is the one make build stamped, not the unstamped default", func() {
+		out, err := exec.Command(managerBin, "--version").Output()
+		Expect(err).NotTo(HaveOccurred())
+		got := strings.TrimSpace(string(out))
+		Expect(got).NotTo(Equal("dev"), "bin/manager was built without the Makefile's -ldflags")
+		// make test says what it stamped; a hand-run suite knows only that
+		// something was.
+		if want := os.Getenv("ARBITER_VERSION"); want != "" {
+			Expect(got).To(Equal(want))
+		}
+	})
+})
+
+var _ = Describe("A stopping leader", Label("faults"), func() {
+	It("releases its Lease, so the standby takes over without waiting for it to expire", func() {
+		const ns = "lease-release"
+		Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+		manager.stop()
+		defer func() { manager = startManager() }()
+		leader := startManager("--leader-elect", "--leader-election-namespace="+ns)
+		key := client.ObjectKey{Namespace: ns, Name: "arbiter.arbiter.dev"}
+		lease := &coordinationv1.Lease{}
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, key, lease)).To(Succeed())
+			g.Expect(lease.Spec.HolderIdentity).To(HaveValue(Not(BeEmpty())))
+		}, util.LongTimeout, util.Interval).Should(Succeed())
+		holder := *lease.Spec.HolderIdentity
+
+		// SIGTERM, as the kubelet sends; stop returns once the process exited.
+		leader.stop()
+		Expect(k8sClient.Get(ctx, key, lease)).To(Succeed())
+		Expect(lease.Spec.HolderIdentity).To(Or(BeNil(), HaveValue(BeEmpty())),
+			"the Lease is still held by %s after it exited", holder)
+	})
+})
+
+var _ = Describe("The shipped Deployment", func() {
+	It("outlasts the manager's graceful shutdown, and a PodDisruptionBudget keeps one of its two replicas", func() {
+		rendered, err := kubectl("kustomize", "config/default")
+		Expect(err).NotTo(HaveOccurred())
+		var deployment *appsv1.Deployment
+		var pdb *policyv1.PodDisruptionBudget
+		for _, doc := range strings.Split(rendered, "\n---\n") {
+			switch {
+			case strings.Contains(doc, "\nkind: Deployment\n"):
+				deployment = &appsv1.Deployment{}
+				Expect(yaml.Unmarshal([]byte(doc), deployment)).To(Succeed())
+			case strings.Contains(doc, "\nkind: PodDisruptionBudget\n"):
+				pdb = &policyv1.PodDisruptionBudget{}
+				Expect(yaml.Unmarshal([]byte(doc), pdb)).To(Succeed())
+			}
+		}
+		Expect(deployment).NotTo(BeNil(), "config/default renders no Deployment")
+		Expect(pdb).NotTo(BeNil(), "config/default renders no PodDisruptionBudget")
+
+		pod := deployment.Spec.Template.Spec
+		var shutdown time.Duration
+		for _, arg := range pod.Containers[0].Args {
+			if value, ok := strings.CutPrefix(arg, "--graceful-shutdown-timeout="); ok {
+				shutdown, err = time.ParseDuration(value)
+				Expect(err).NotTo(HaveOccurred(), arg)
+			}
+		}
+		Expect(shutdown).To(BeNumerically(">", 0), "the manager's args do not set --graceful-shutdown-timeout")
+		Expect(pod.TerminationGracePeriodSeconds).NotTo(BeNil())
+		Expect(time.Duration(*pod.TerminationGracePeriodSeconds)*time.Second).To(BeNumerically(">", shutdown),
+			"terminationGracePeriodSeconds must outlast --graceful-shutdown-timeout")
+		Expect(pod.Containers[0].Args).To(ContainElement("--leader-elect"))
+
+		Expect(*deployment.Spec.Replicas).To(BeNumerically(">", 1))
+		Expect(pdb.Spec.MinAvailable).NotTo(BeNil())
+		Expect(pdb.Spec.MinAvailable.IntValue()).To(Equal(1))
+		Expect(pdb.Spec.MinAvailable.IntValue()).To(BeNumerically("<", int(*deployment.Spec.Replicas)),
+			"a PodDisruptionBudget that keeps every replica blocks node drains")
+		Expect(pdb.Spec.Selector.MatchLabels).To(Equal(deployment.Spec.Selector.MatchLabels))
+
+		resources := pod.Containers[0].Resources
+		Expect(resources.Requests.Memory().Cmp(*resources.Limits.Memory())).To(BeNumerically("<=", 0))
+	})
+})
+
+// managerMemoryLimit is the memory limit of the manager's Deployment
+// (config/manager): past it, a pod is OOM-killed.
+func managerMemoryLimit() int64 {
+	GinkgoHelper()
+	raw, err := os.ReadFile(util.Path("config", "manager", "manager.yaml"))
+	Expect(err).NotTo(HaveOccurred())
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		if !strings.Contains(doc, "\nkind: Deployment\n") {
+			continue
+		}
+		deployment := &appsv1.Deployment{}
+		Expect(yaml.Unmarshal([]byte(doc), deployment)).To(Succeed())
+		limit := deployment.Spec.Template.Spec.Containers[0].Resources.Limits.Memory()
+		Expect(limit.IsZero()).To(BeFalse(), "config/manager sets no memory limit")
+		return limit.Value()
+	}
+	Fail("config/manager/manager.yaml has no Deployment")
+	return 0
+}
