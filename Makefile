@@ -90,8 +90,9 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: lint
-lint: $(GOLANGCI_LINT) ## Run golangci-lint (.golangci.yml) on the main module; builds the pinned linter if missing.
+lint: $(GOLANGCI_LINT) ## Run golangci-lint (.golangci.yml) on the main module and hack/image; builds the pinned linter if missing.
 	$(GOLANGCI_LINT) run ./...
+	cd hack/image && $(GOLANGCI_LINT) run ./...
 
 .PHONY: test
 test: tools build image vet ## Run every test: unit, envtest integration, e2e and the image's (builds the tools if missing).
