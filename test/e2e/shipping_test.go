@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -98,6 +99,42 @@ var _ = Describe("The shipped Deployment", func() {
 
 		resources := pod.Containers[0].Resources
 		Expect(resources.Requests.Memory().Cmp(*resources.Limits.Memory())).To(BeNumerically("<=", 0))
+	})
+})
+
+var _ = Describe("The deployment targets", func() {
+	It("need only kubectl on the PATH: no bin/ and no controller-gen", func() {
+		// LOCALBIN points nowhere: a target that reached for a built tool fails.
+		kubectlDir := GinkgoT().TempDir()
+		Expect(os.Symlink(util.Path("bin", "k8s", "1.37.2", "kubectl"), filepath.Join(kubectlDir, "kubectl"))).To(Succeed())
+		var env []string
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "KUBECTL=") && !strings.HasPrefix(kv, "PATH=") && !strings.HasPrefix(kv, "KUBECONFIG=") {
+				env = append(env, kv)
+			}
+		}
+		env = append(env, "PATH="+kubectlDir+string(filepath.ListSeparator)+os.Getenv("PATH"), "KUBECONFIG="+kubeconfig)
+		nowhere := "LOCALBIN=" + filepath.Join(GinkgoT().TempDir(), "no-bin")
+		runMake := func(args ...string) (string, error) {
+			cmd := exec.Command("make", append([]string{"--no-print-directory", "-C", util.RepoRoot(), nowhere}, args...)...)
+			cmd.Env = env
+			out, err := cmd.CombinedOutput()
+			return string(out), err
+		}
+
+		out, err := runMake("install")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("customresourcedefinition.apiextensions.k8s.io/conflictresolutionoperations.arbiter.dev serverside-applied"))
+
+		// The others change the cluster beyond what this suite may undo:
+		// what they would run is checked instead.
+		out, err = runMake("--dry-run", "deploy", "undeploy", "uninstall")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("kubectl kustomize config/default"))
+		Expect(out).To(ContainSubstring("kubectl delete --ignore-not-found -k config/default"))
+		Expect(out).To(ContainSubstring("kubectl delete --ignore-not-found -k config/crd"))
+		Expect(out).NotTo(ContainSubstring("no-bin"))
+		Expect(out).NotTo(ContainSubstring("controller-gen"))
 	})
 })
 
