@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -193,7 +194,7 @@ func untar(t *testing.T, path string) string {
 	tr := tar.NewReader(f)
 	for {
 		hdr, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return dir
 		}
 		if err != nil {
@@ -237,7 +238,7 @@ func extractManager(t *testing.T, img v1.Image) string {
 	tr := tar.NewReader(fs)
 	for {
 		hdr, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			t.Fatal("the image has no /manager")
 		}
 		if err != nil {
