@@ -10,11 +10,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
-	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/arbiter-dev/arbiter/test/util"
@@ -31,29 +27,6 @@ var _ = Describe("The manager binary's version", func() {
 		if want := os.Getenv("ARBITER_VERSION"); want != "" {
 			Expect(got).To(Equal(want))
 		}
-	})
-})
-
-var _ = Describe("A stopping leader", Label("faults"), func() {
-	It("releases its Lease, so the standby takes over without waiting for it to expire", func() {
-		const ns = "lease-release"
-		Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
-		manager.stop()
-		defer func() { manager = startManager() }()
-		leader := startManager("--leader-elect", "--leader-election-namespace="+ns)
-		key := client.ObjectKey{Namespace: ns, Name: "arbiter.arbiter.dev"}
-		lease := &coordinationv1.Lease{}
-		Eventually(func(g Gomega) {
-			g.Expect(k8sClient.Get(ctx, key, lease)).To(Succeed())
-			g.Expect(lease.Spec.HolderIdentity).To(HaveValue(Not(BeEmpty())))
-		}, util.LongTimeout, util.Interval).Should(Succeed())
-		holder := *lease.Spec.HolderIdentity
-
-		// SIGTERM, as the kubelet sends; stop returns once the process exited.
-		leader.stop()
-		Expect(k8sClient.Get(ctx, key, lease)).To(Succeed())
-		Expect(lease.Spec.HolderIdentity).To(Or(BeNil(), HaveValue(BeEmpty())),
-			"the Lease is still held by %s after it exited", holder)
 	})
 })
 
