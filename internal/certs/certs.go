@@ -26,14 +26,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 )
 
-// The rotator updates the shipped Secret in the manager's namespace only, and
-// updates only arbiter's two webhook configurations; it watches both kinds
-// (list and watch cannot be restricted to names). The names are the release's
-// (config/release); a release that renames them must patch these rules too.
-// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=get;list;watch;update
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=list;watch
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;update;patch,resourceNames=arbiter-mutating-webhook-configuration
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;update;patch,resourceNames=arbiter-validating-webhook-configuration
+// The rotator's RBAC is hand-written (config/release/webhook_cert_rbac.yaml,
+// and the Helm chart's webhook-certs.yaml): only a release that manages its
+// own certificate holds it, and markers cannot restrict a Secret by name.
 
 // Management values of --webhook-cert-management.
 const (

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -88,14 +89,19 @@ func (r *secretReader) Reconcile(ctx context.Context, _ reconcile.Request) (reco
 	if err != nil {
 		return reconcile.Result{}, reconcile.TerminalError(fmt.Errorf("secret %s: tls.crt and tls.key: %w", r.key, err))
 	}
-	if err := writeIfChanged(filepath.Join(r.certDir, corev1.TLSCertKey), certPEM); err != nil {
-		return reconcile.Result{}, err
-	}
-	if err := writeIfChanged(filepath.Join(r.certDir, corev1.TLSPrivateKeyKey), keyPEM); err != nil {
-		return reconcile.Result{}, err
-	}
 	if old := r.serving.cert.Swap(&cert); old == nil || !bytes.Equal(old.Certificate[0], cert.Certificate[0]) {
 		ctrl.LoggerFrom(ctx).Info("Serving the webhook certificate from the Secret", "secret", r.key)
+	}
+	for name, data := range map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM} {
+		err := writeIfChanged(filepath.Join(r.certDir, name), data)
+		if errors.Is(err, syscall.EROFS) {
+			// The Secret is mounted there (as the Helm chart does): the
+			// kubelet writes the files.
+			return reconcile.Result{}, nil
+		}
+		if err != nil {
+			return reconcile.Result{}, err
+		}
 	}
 	return reconcile.Result{}, nil
 }

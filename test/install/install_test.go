@@ -113,7 +113,7 @@ var _ = Describe("A release installed with kubectl apply --server-side -f dist/i
 		Expect(conn.Close()).To(Succeed())
 	})
 
-	It("admits operations through the shipped webhooks: requestedBy stamped, bad mutations refused", func() {
+	It("admits operations through the shipped webhooks: requestedBy stamped by the mutating one, bad mutations refused by the validating one", func() {
 		createConfigMap("probe", map[string]string{"n": "0"}, false)
 		aliceCreates(operation("probe", "probe", 5, "Reject", `mergePatch: {data: {n: "1"}}`))
 		out, err := alice("get", "cro", "-n", shop, "probe", "-o", "jsonpath={.spec.requestedBy.username}")
@@ -204,13 +204,23 @@ spec: {strategy: Immediate}
 		})
 		createConfigMap("follower", map[string]string{"n": "0"}, false)
 		Eventually(func() (string, error) {
-			return kubectlWithInput(aliceKubeconfig, operation("via-follower", "follower", 5, "Reject", `mergePatch: {data: {n: "1"}}`),
+			// An expression: the validating webhook's matchConditions call it.
+			return kubectlWithInput(aliceKubeconfig, operation("via-follower", "follower", 5, "Reject", `expression: '[JSONPatch{op: "replace", path: "/data/n", value: "1"}]'`),
 				"create", "--dry-run=server", "-f", "-", "-o", "jsonpath={.spec.requestedBy.username}")
 		}, util.LongTimeout, util.Interval).Should(Equal("alice"))
 		_, err := kubectlWithInput(aliceKubeconfig, operation("bad", "follower", 5, "Reject", `expression: '[JSONPatch{op: "replace"'`), "create", "-f", "-")
 		Expect(err).To(MatchError(And(ContainSubstring("spec.targets[0].expression"), ContainSubstring("Syntax error"))))
 		Expect(holder()).To(Equal(leaderID), "the follower did not lead while it admitted")
 		Expect(follower.log.String()).NotTo(ContainSubstring(" is forbidden: "))
+	})
+
+	It("applies dist/requester-policy.yaml where MutatingAdmissionPolicy is served", func() {
+		_, err := kubectl(adminKubeconfig, "apply", "--server-side", "-f", policyYAML)
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func() (string, error) {
+			return kubectlWithInput(aliceKubeconfig, operation("stamped", "probe", 5, "Reject", `mergePatch: {data: {n: "2"}}`),
+				"create", "--dry-run=server", "-f", "-", "-o", "jsonpath={.spec.requestedBy.username}")
+		}, util.Timeout, util.Interval).Should(Equal("alice"))
 	})
 
 	It("needed no verb the shipped roles lack", func() {

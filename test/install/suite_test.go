@@ -109,12 +109,11 @@ var _ = BeforeSuite(func() {
 	adminKubeconfig = filepath.Join(GinkgoT().TempDir(), "admin.kubeconfig")
 	Expect(os.WriteFile(adminKubeconfig, testEnv.KubeConfig, 0o600)).To(Succeed())
 
+	// The optional requester policy is applied last (a spec of its own): until
+	// then every operation is stamped by the manager's mutating webhook.
 	out, err := kubectl(adminKubeconfig, "apply", "--server-side", "-f", installYAML)
 	Expect(err).NotTo(HaveOccurred())
 	GinkgoWriter.Println(out)
-	// This API server serves MutatingAdmissionPolicy: the optional policy applies too.
-	_, err = kubectl(adminKubeconfig, "apply", "--server-side", "-f", policyYAML)
-	Expect(err).NotTo(HaveOccurred())
 
 	managerConfig = serviceAccountKubeconfig()
 	leader = startManager()
