@@ -49,6 +49,10 @@ IMAGE_TAR ?= dist/arbiter-image.tar
 # Every timestamp in the image: the last commit's, so that the same source
 # gives the same image digest.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+# Image `make release` writes into dist/install.yaml: IMG when set on the
+# command line or in the environment, else the registry's image of VERSION.
+RELEASE_IMG := $(if $(filter command line environment,$(origin IMG)),$(IMG),ghcr.io/arbiter-dev/arbiter:$(VERSION))
+DIST := $(CURDIR)/dist
 # `make up MANAGER=false` starts the control plane only.
 MANAGER ?= true
 # Extra flags for `go test`, for example GOTEST_FLAGS='-run TestAPI -v'.
@@ -95,7 +99,7 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint (.golangci.yml) on the main module a
 	cd hack/image && $(GOLANGCI_LINT) run ./...
 
 .PHONY: test
-test: tools build image vet ## Run every test: unit, envtest integration, e2e and the image's (builds the tools if missing).
+test: tools build image release vet ## Run every test: unit, envtest integration, e2e, the install suite and the image's (builds the tools if missing).
 	@# -p 1: the integration and e2e suites each start a control plane; two at
 	@# once on a small machine only make both slow. ARBITER_VERSION: what
 	@# the e2e suite expects bin/manager --version to print.
@@ -172,6 +176,15 @@ uninstall: ## Remove the CRDs (and so every operation and policy) from the clust
 .PHONY: deploy
 deploy: ## Deploy arbiter to the cluster of the current kubeconfig with image IMG (KUBECTL, default kubectl on the PATH).
 	$(KUBECTL) kustomize config/default | sed 's|image: controller:latest|image: $(IMG)|' | $(KUBECTL) apply --server-side -f -
+
+.PHONY: release
+release: manifests ## Write dist/install.yaml (no cert-manager; image RELEASE_IMG, labels VERSION) and dist/requester-policy.yaml for VERSION=x.y.z.
+	@mkdir -p $(DIST)/kustomize
+	@printf 'resources:\n- ../../config/release\nlabels:\n- pairs:\n    app.kubernetes.io/version: "%s"\n  includeTemplates: true\n' '$(VERSION)' > $(DIST)/kustomize/kustomization.yaml
+	$(KUBECTL) kustomize $(DIST)/kustomize | sed 's|image: controller:latest|image: $(RELEASE_IMG)|' > $(DIST)/install.yaml
+	$(KUBECTL) kustomize config/release/requester-policy > $(DIST)/requester-policy.yaml
+	@rm -r $(DIST)/kustomize
+	@echo "dist/install.yaml: arbiter $(VERSION), image $(RELEASE_IMG)"
 
 .PHONY: undeploy
 undeploy: ## Remove arbiter from the cluster.

@@ -7,7 +7,9 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -22,6 +24,7 @@ import (
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 	"github.com/arbiter-dev/arbiter/controllers"
+	"github.com/arbiter-dev/arbiter/internal/certs"
 	"github.com/arbiter-dev/arbiter/internal/registry"
 	"github.com/arbiter-dev/arbiter/internal/version"
 	arbiterwebhook "github.com/arbiter-dev/arbiter/internal/webhook"
@@ -36,22 +39,27 @@ func init() {
 
 // options are the manager's command-line settings.
 type options struct {
-	metricsAddr            string
-	metricsSecure          bool
-	probeAddr              string
-	pprofAddr              string
-	webhookPort            int
-	webhookCertDir         string
-	leaderElect            bool
-	leaderElectionNS       string
-	gracefulShutdown       time.Duration
-	kubeAPIQPS             float64
-	kubeAPIBurst           int
-	operationWorkers       int
-	cleanupWorkers         int
-	defaultCleanupStrategy string
-	printVersion           bool
-	zap                    zap.Options
+	metricsAddr             string
+	metricsSecure           bool
+	probeAddr               string
+	pprofAddr               string
+	webhookPort             int
+	webhookCertDir          string
+	webhookCertManagement   string
+	webhookCertSecret       string
+	webhookService          string
+	mutatingWebhookConfig   string
+	validatingWebhookConfig string
+	leaderElect             bool
+	leaderElectionNS        string
+	gracefulShutdown        time.Duration
+	kubeAPIQPS              float64
+	kubeAPIBurst            int
+	operationWorkers        int
+	cleanupWorkers          int
+	defaultCleanupStrategy  string
+	printVersion            bool
+	zap                     zap.Options
 }
 
 // defaultCleanupStrategies are the values --default-cleanup-strategy accepts.
@@ -76,7 +84,17 @@ func bindFlags(fs *flag.FlagSet, o *options) {
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443,
 		"Port the admission webhook server listens on.")
 	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "",
-		"Directory holding the webhook server's tls.crt and tls.key (default: controller-runtime's /tmp/k8s-webhook-server/serving-certs).")
+		"Directory holding the webhook server's tls.crt and tls.key (default: controller-runtime's /tmp/k8s-webhook-server/serving-certs); with --webhook-cert-management=self the manager writes them there.")
+	fs.StringVar(&o.webhookCertManagement, "webhook-cert-management", certs.External,
+		"Who provides the webhook serving certificate: self (the manager provisions a CA and certificate in --webhook-cert-secret, rotates them and injects the CA into both webhook configurations) or external (tls.crt and tls.key in --webhook-cert-dir, from cert-manager or files).")
+	fs.StringVar(&o.webhookCertSecret, "webhook-cert-secret", "arbiter-webhook-server-cert",
+		"With --webhook-cert-management=self: the Secret, in the manager's namespace (POD_NAMESPACE), holding the CA and the serving certificate.")
+	fs.StringVar(&o.webhookService, "webhook-service", "arbiter-webhook-service",
+		"With --webhook-cert-management=self: the webhook Service; the certificate is issued for <service>.<namespace>.svc.")
+	fs.StringVar(&o.mutatingWebhookConfig, "mutating-webhook-configuration", "arbiter-mutating-webhook-configuration",
+		"With --webhook-cert-management=self: the MutatingWebhookConfiguration that receives the CA bundle.")
+	fs.StringVar(&o.validatingWebhookConfig, "validating-webhook-configuration", "arbiter-validating-webhook-configuration",
+		"With --webhook-cert-management=self: the ValidatingWebhookConfiguration that receives the CA bundle.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false,
 		"Elect a leader so that only one manager replica acts at a time.")
 	// The Deployment's terminationGracePeriodSeconds must outlast it, so that
@@ -109,6 +127,9 @@ func (o *options) validate() error {
 	}
 	if !valid {
 		return fmt.Errorf("--default-cleanup-strategy: %q is not one of %v", o.defaultCleanupStrategy, defaultCleanupStrategies)
+	}
+	if !slices.Contains(certs.Managements, o.webhookCertManagement) {
+		return fmt.Errorf("--webhook-cert-management: %q is not one of %v", o.webhookCertManagement, certs.Managements)
 	}
 	switch {
 	case o.gracefulShutdown < 0:
@@ -167,19 +188,46 @@ func run(o options) error {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
+	// With self-managed certificates the manager knows its namespace and
+	// reads one Secret there; the webhook server serves what that Secret holds.
+	webhookOpts := webhook.Options{Port: o.webhookPort, CertDir: o.webhookCertDir, TLSOpts: metricsOpts.TLSOpts}
+	cacheOpts := registry.CacheOptions()
+	var certOpts certs.Options
+	var serving *certs.ServingCert
+	if o.webhookCertManagement == certs.Self {
+		ns, err := certs.Namespace()
+		if err != nil {
+			return fmt.Errorf("--webhook-cert-management=self needs the manager's namespace: %w", err)
+		}
+		certDir := o.webhookCertDir
+		if certDir == "" {
+			certDir = certs.DefaultCertDir
+		}
+		certOpts = certs.Options{
+			Namespace: ns, SecretName: o.webhookCertSecret, ServiceName: o.webhookService,
+			MutatingWebhookConfiguration: o.mutatingWebhookConfig, ValidatingWebhookConfiguration: o.validatingWebhookConfig,
+			CertDir: certDir,
+		}
+		serving = &certs.ServingCert{}
+		webhookOpts.TLSOpts = append(slices.Clone(webhookOpts.TLSOpts), func(c *tls.Config) { c.GetCertificate = serving.GetCertificate })
+		maps.Copy(cacheOpts.ByObject, certs.CacheByObject(certOpts))
+	}
+	leaderElectionNS := o.leaderElectionNS
+	if leaderElectionNS == "" {
+		// In a pod controller-runtime finds the namespace itself; outside one
+		// the Deployment's POD_NAMESPACE still says where the Lease lives.
+		leaderElectionNS = os.Getenv("POD_NAMESPACE")
+	}
+
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsOpts,
-		HealthProbeBindAddress: o.probeAddr,
-		PprofBindAddress:       o.pprofAddr,
-		WebhookServer: webhook.NewServer(webhook.Options{
-			Port:    o.webhookPort,
-			CertDir: o.webhookCertDir,
-			TLSOpts: metricsOpts.TLSOpts,
-		}),
+		Scheme:                  scheme,
+		Metrics:                 metricsOpts,
+		HealthProbeBindAddress:  o.probeAddr,
+		PprofBindAddress:        o.pprofAddr,
+		WebhookServer:           webhook.NewServer(webhookOpts),
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "arbiter.arbiter.dev",
-		LeaderElectionNamespace: o.leaderElectionNS,
+		LeaderElectionNamespace: leaderElectionNS,
 		// A replica that stops gives up its Lease at once, so the standby
 		// takes over without waiting for the lease to expire. Safe because
 		// the process exits as soon as the manager has stopped.
@@ -187,10 +235,17 @@ func run(o options) error {
 		GracefulShutdownTimeout:       &o.gracefulShutdown,
 		// Operations are many, and zombies can number tens of thousands:
 		// no managedFields, and finished operations trimmed.
-		Cache: registry.CacheOptions(),
+		Cache: cacheOpts,
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
+	}
+
+	certsReady := healthz.Ping
+	if serving != nil {
+		if certsReady, err = certs.Setup(mgr, certOpts, serving); err != nil {
+			return fmt.Errorf("--webhook-cert-management=self: %w", err)
+		}
 	}
 
 	if err := controllers.Setup(context.Background(), mgr, controllers.Options{
@@ -205,14 +260,19 @@ func run(o options) error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)
 	}
-	// Ready only once the webhook server serves, so a rollout never routes
-	// admission requests to a replica that cannot answer them.
+	// Ready only once the webhook server serves, with a certificate the API
+	// server trusts, so a rollout never routes admission requests to a
+	// replica that cannot answer them.
 	if err := mgr.AddReadyzCheck("readyz", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return fmt.Errorf("adding readiness check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("webhook-cert", certsReady); err != nil {
 		return fmt.Errorf("adding readiness check: %w", err)
 	}
 
 	ctrl.Log.WithName("setup").Info("Starting manager", "version", version.Version,
 		"operationWorkers", o.operationWorkers, "cleanupWorkers", o.cleanupWorkers,
-		"defaultCleanupStrategy", o.defaultCleanupStrategy, "leaderElect", o.leaderElect)
+		"defaultCleanupStrategy", o.defaultCleanupStrategy, "leaderElect", o.leaderElect,
+		"webhookCertManagement", o.webhookCertManagement)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }
