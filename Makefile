@@ -178,11 +178,11 @@ deploy: ## Deploy arbiter to the cluster of the current kubeconfig with image IM
 	$(KUBECTL) kustomize config/default | sed 's|image: controller:latest|image: $(IMG)|' | $(KUBECTL) apply --server-side -f -
 
 .PHONY: release
-release: manifests ## Write dist/install.yaml (no cert-manager; image RELEASE_IMG, labels VERSION) and dist/requester-policy.yaml for VERSION=x.y.z.
+release: manifests $(LOCAL_KUBECTL) ## Write dist/install.yaml (no cert-manager; image RELEASE_IMG, labels VERSION) and dist/requester-policy.yaml for VERSION=x.y.z.
 	@mkdir -p $(DIST)/kustomize
 	@printf 'resources:\n- ../../config/release\nlabels:\n- pairs:\n    app.kubernetes.io/version: "%s"\n  includeTemplates: true\n' '$(VERSION)' > $(DIST)/kustomize/kustomization.yaml
-	$(KUBECTL) kustomize $(DIST)/kustomize | sed 's|image: controller:latest|image: $(RELEASE_IMG)|' > $(DIST)/install.yaml
-	$(KUBECTL) kustomize config/release/requester-policy > $(DIST)/requester-policy.yaml
+	$(LOCAL_KUBECTL) kustomize $(DIST)/kustomize | sed 's|image: controller:latest|image: $(RELEASE_IMG)|' > $(DIST)/install.yaml
+	$(LOCAL_KUBECTL) kustomize config/release/requester-policy > $(DIST)/requester-policy.yaml
 	@rm -r $(DIST)/kustomize
 	@echo "dist/install.yaml: arbiter $(VERSION), image $(RELEASE_IMG)"
 
