@@ -56,6 +56,7 @@ type OperationReconciler struct {
 	ready      atomic.Bool
 	finished   finishedSet
 	executions executions
+	events     eventBudget
 }
 
 // NewOperationReconciler wires the operation controller to a manager.

@@ -130,7 +130,7 @@ func (r *OperationReconciler) finish(ctx context.Context, op *arbiterv1alpha1.Co
 	}
 	r.finished.add(op.UID, now)
 
-	if eventType, eventReason, ok := outcomeEvent(phase, reason); ok {
+	if eventType, eventReason, ok := outcomeEvent(phase, reason); ok && r.events.allow(op.Namespace, string(phase)+"/"+reason, now) {
 		r.Recorder.Eventf(op, nil, eventType, eventReason, string(phase), "%s: %s", reason, message)
 	}
 	metrics.OperationsTotal.WithLabelValues(op.Namespace, metrics.FunctionLabel(op.Spec.Function), string(phase), reason).Inc()
