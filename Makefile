@@ -99,11 +99,15 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint (.golangci.yml) on the main module a
 	cd hack/image && $(GOLANGCI_LINT) run ./...
 
 .PHONY: test
-test: tools build image release vet ## Run every test: unit, envtest integration, e2e, the install suite and the image's (builds the tools if missing).
+test: tools build image release chart-install-manifests vet ## Run every test: unit, envtest integration, e2e, the install suite (release and chart) and the image's (builds the tools if missing).
 	@# -p 1: the integration and e2e suites each start a control plane; two at
 	@# once on a small machine only make both slow. ARBITER_VERSION: what
 	@# the e2e suite expects bin/manager --version to print.
 	ARBITER_VERSION='$(VERSION)' go test -p 1 -count=1 $(GOTEST_FLAGS) ./...
+	@# The install suite again, on the Helm chart's manifests: the chart's
+	@# RBAC runs the manager through the same scenarios as the release's.
+	ARBITER_INSTALL_MANIFEST='$(DIST)/chart-install.yaml' ARBITER_POLICY_MANIFEST='$(DIST)/chart-requester-policy.yaml' \
+		go test -count=1 $(GOTEST_FLAGS) ./test/install
 	@$(MAKE) --no-print-directory test-prometheus
 	@# A module of its own, so that go-containerregistry's dependencies stay
 	@# out of the manager's: the image `make image` wrote, checked.
@@ -201,6 +205,15 @@ chart-sync: manifests ## Copy the generated CRDs, manager RBAC and webhooks, the
 	cp config/prometheus/rules.yaml $(CHART)/files/prometheus-rules.yaml
 	cp config/admission/requested_by.yaml $(CHART)/files/requested-by.yaml
 	cp config/grafana/arbiter.json $(CHART)/files/grafana-dashboard.json
+
+.PHONY: chart-install-manifests
+chart-install-manifests: $(HELM) ## Render charts/arbiter (release arbiter in arbiter-system, config/rbac's target kinds) into dist/chart-install.yaml and dist/chart-requester-policy.yaml, for the install suite.
+	@mkdir -p $(DIST)
+	printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: arbiter-system\n  labels:\n    pod-security.kubernetes.io/enforce: restricted\n---\n' > $(DIST)/chart-install.yaml
+	$(HELM) template arbiter $(CHART) --namespace arbiter-system \
+		--set-json 'targetKinds=[{"apiGroups":["bank.example.com"],"resources":["accounts"],"verbs":["get","update"]},{"apiGroups":[""],"resources":["configmaps"],"verbs":["get","update"]}]' >> $(DIST)/chart-install.yaml
+	$(HELM) template arbiter $(CHART) --namespace arbiter-system --set requesterPolicy.enabled=true \
+		--show-only templates/requester-policy.yaml > $(DIST)/chart-requester-policy.yaml
 
 .PHONY: chart-lint
 chart-lint: $(HELM) ## Run helm lint --strict on charts/arbiter (make test runs it too, with every tested values combination).

@@ -15,6 +15,7 @@ package install
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -70,13 +71,16 @@ var (
 	adminKubeconfig string
 	kubectlBin      string
 	managerBin      = util.Path("bin", "manager")
-	installYAML     = util.Path("dist", "install.yaml")
-	policyYAML      = util.Path("dist", "requester-policy.yaml")
-	hostIP          net.IP
-	managerConfig   string
-	leader          *managerProcess
-	ctx             context.Context
-	cancel          context.CancelFunc
+	// The manifests under test: the release's by default; `make test` runs
+	// the suite a second time on the Helm chart's, rendered by
+	// `make chart-install-manifests`.
+	installYAML   = cmp.Or(os.Getenv("ARBITER_INSTALL_MANIFEST"), util.Path("dist", "install.yaml"))
+	policyYAML    = cmp.Or(os.Getenv("ARBITER_POLICY_MANIFEST"), util.Path("dist", "requester-policy.yaml"))
+	hostIP        net.IP
+	managerConfig string
+	leader        *managerProcess
+	ctx           context.Context
+	cancel        context.CancelFunc
 )
 
 func TestInstall(t *testing.T) {
