@@ -10,13 +10,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/arbiter-dev/arbiter/test/util"
 )
 
 var _ = Describe("The manager binary", func() {
 	It("serves health, readiness and metrics", func() {
-		Expect(httpGet("http://" + manager.probeAddr + "/healthz")).To(Equal("ok"))
-		Expect(httpGet("http://" + manager.probeAddr + "/readyz")).To(Equal("ok"))
-		metrics, err := httpGet("http://" + manager.metricsAddr + "/metrics")
+		Expect(util.HTTPGet("http://" + manager.probeAddr + "/healthz")).To(Equal("ok"))
+		Expect(util.HTTPGet("http://" + manager.probeAddr + "/readyz")).To(Equal("ok"))
+		metrics, err := util.HTTPGet("http://" + manager.metricsAddr + "/metrics")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(metrics).To(ContainSubstring("controller_runtime_"))
 	})

@@ -76,7 +76,7 @@ var _ = Describe("Hostile input", Label("faults"), Ordered, func() {
 			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "settings"}, cm)).To(Succeed())
 			Expect(cm.Data).To(Equal(map[string]string{"mode": "calm"}))
 			Expect(cm.Annotations).NotTo(HaveKey(arbiterv1alpha1.AppliedAnnotation))
-			Expect(httpGet("http://" + manager.probeAddr + "/healthz")).To(Equal("ok"))
+			Expect(util.HTTPGet("http://" + manager.probeAddr + "/healthz")).To(Equal("ok"))
 			// The manager's memory stays within what its Deployment allows.
 			peak := manager.peakResidentBytes()
 			fmt.Fprintf(GinkgoWriter, "%s: the manager's peak resident set is %d MiB\n", name, peak>>20)

@@ -69,7 +69,7 @@ var _ = Describe("Operations applied with kubectl", Ordered, func() {
 
 	It("reports outcomes in the manager's metrics", func() {
 		Eventually(func(g Gomega) {
-			metrics, err := httpGet("http://" + manager.metricsAddr + "/metrics")
+			metrics, err := util.HTTPGet("http://" + manager.metricsAddr + "/metrics")
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(metrics).To(ContainSubstring(`arbiter_operations_total{function="credit-account",namespace="bank",phase="Rejected",reason="LostStaging"} 4`))
 			g.Expect(metrics).To(ContainSubstring("arbiter_staging_batch_size_count"))

@@ -3,18 +3,15 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -92,14 +89,14 @@ type managerProcess struct {
 	metricsAddr string
 	done        chan struct{}
 	// log holds what the manager wrote, for specs that read its log.
-	log *syncBuffer
+	log *util.SyncBuffer
 }
 
 // startManager runs bin/manager against the test control plane on free
 // loopback ports and waits until it reports ready.
 func startManager(extraArgs ...string) *managerProcess {
 	GinkgoHelper()
-	m := &managerProcess{probeAddr: freeAddr(), metricsAddr: freeAddr(), done: make(chan struct{}), log: &syncBuffer{}}
+	m := &managerProcess{probeAddr: freeAddr(), metricsAddr: freeAddr(), done: make(chan struct{}), log: &util.SyncBuffer{}}
 	args := append([]string{
 		"--kubeconfig", kubeconfig,
 		"--health-probe-bind-address", m.probeAddr,
@@ -117,7 +114,7 @@ func startManager(extraArgs ...string) *managerProcess {
 
 	Eventually(func(g Gomega) {
 		g.Expect(m.done).NotTo(BeClosed(), "bin/manager exited")
-		g.Expect(httpGet("http://" + m.probeAddr + "/readyz")).To(Equal("ok"))
+		g.Expect(util.HTTPGet("http://" + m.probeAddr + "/readyz")).To(Equal("ok"))
 	}, util.LongTimeout, util.Interval).Should(Succeed())
 	return m
 }
@@ -126,7 +123,7 @@ func startManager(extraArgs ...string) *managerProcess {
 // /metrics (served over plain HTTP in these tests).
 func (m *managerProcess) metric(name string) float64 {
 	GinkgoHelper()
-	body, err := httpGet("http://" + m.metricsAddr + "/metrics")
+	body, err := util.HTTPGet("http://" + m.metricsAddr + "/metrics")
 	Expect(err).NotTo(HaveOccurred())
 	for line := range strings.Lines(body) {
 		if value, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
@@ -143,7 +140,7 @@ func (m *managerProcess) metric(name string) float64 {
 // /metrics whose labels contain match.
 func (m *managerProcess) sum(name, match string) float64 {
 	GinkgoHelper()
-	body, err := httpGet("http://" + m.metricsAddr + "/metrics")
+	body, err := util.HTTPGet("http://" + m.metricsAddr + "/metrics")
 	Expect(err).NotTo(HaveOccurred())
 	total := 0.0
 	for line := range strings.Lines(body) {
@@ -189,22 +186,6 @@ func freeAddr() string {
 	return l.Addr().String()
 }
 
-func httpGet(url string) (string, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	var body bytes.Buffer
-	if _, err := body.ReadFrom(resp.Body); err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return body.String(), fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return body.String(), nil
-}
-
 // kubectl runs the real kubectl against the test control plane and returns
 // its standard output; a failure carries standard error.
 func kubectl(args ...string) (string, error) {
@@ -212,32 +193,5 @@ func kubectl(args ...string) (string, error) {
 }
 
 func kubectlWithInput(stdin string, args ...string) (string, error) {
-	cmd := exec.Command(kubectlBin, append([]string{"--kubeconfig", kubeconfig}, args...)...)
-	cmd.Dir = util.RepoRoot()
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String(), nil
-}
-
-// syncBuffer is a buffer the manager's output goroutines write to while a
-// spec reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	return util.Kubectl(kubectlBin, kubeconfig, stdin, args...)
 }

@@ -21,13 +21,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -200,7 +198,7 @@ type managerProcess struct {
 	cmd         *exec.Cmd
 	probeAddr   string
 	webhookPort int
-	log         *syncBuffer
+	log         *util.SyncBuffer
 	done        chan struct{}
 }
 
@@ -210,7 +208,7 @@ type managerProcess struct {
 // emptyDir) and POD_NAMESPACE (the downward API).
 func startManager() *managerProcess {
 	GinkgoHelper()
-	m := &managerProcess{probeAddr: freeAddr("127.0.0.1"), log: &syncBuffer{}, done: make(chan struct{})}
+	m := &managerProcess{probeAddr: freeAddr("127.0.0.1"), log: &util.SyncBuffer{}, done: make(chan struct{})}
 	_, port, err := net.SplitHostPort(freeAddr(hostIP.String()))
 	Expect(err).NotTo(HaveOccurred())
 	m.webhookPort, err = strconv.Atoi(port)
@@ -247,7 +245,7 @@ func (m *managerProcess) waitReady() {
 	GinkgoHelper()
 	Eventually(func(g Gomega) {
 		g.Expect(m.done).NotTo(BeClosed(), "bin/manager exited")
-		g.Expect(httpGet("http://" + m.probeAddr + "/readyz")).To(Equal("ok"))
+		g.Expect(util.HTTPGet("http://" + m.probeAddr + "/readyz")).To(Equal("ok"))
 	}, util.LongTimeout, util.Interval).Should(Succeed())
 }
 
@@ -288,22 +286,6 @@ func freeAddr(host string) string {
 	return l.Addr().String()
 }
 
-func httpGet(url string) (string, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	var body bytes.Buffer
-	if _, err := body.ReadFrom(resp.Body); err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return body.String(), fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return body.String(), nil
-}
-
 // kubectl runs the real kubectl with kubeconfig and returns its standard
 // output; a failure carries standard error.
 func kubectl(kubeconfig string, args ...string) (string, error) {
@@ -311,31 +293,5 @@ func kubectl(kubeconfig string, args ...string) (string, error) {
 }
 
 func kubectlWithInput(kubeconfig, stdin string, args ...string) (string, error) {
-	cmd := exec.Command(kubectlBin, append([]string{"--kubeconfig", kubeconfig}, args...)...)
-	cmd.Dir = util.RepoRoot()
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String(), nil
-}
-
-// syncBuffer is a log the manager writes while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	return util.Kubectl(kubectlBin, kubeconfig, stdin, args...)
 }
