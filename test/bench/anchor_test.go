@@ -55,13 +55,7 @@ func (e *env) arbiterCleanupBurst() time.Duration {
 	// Zombies made by arbiter itself: the kind of their target is not
 	// served, so each fails at once.
 	parallel(anchorObjects, func(i int) {
-		op := &arbiterv1alpha1.ConflictResolutionOperation{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("zombie-%d", i)},
-			Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{Function: "zombie", Targets: []arbiterv1alpha1.Target{{
-				APIVersion: "ghosts.example.com/v1", Kind: "Ghost", Name: "nobody",
-				MergePatch: &apiextensionsv1.JSON{Raw: []byte(`{"spec":{}}`)}}}},
-		}
-		if err := e.c.Create(e.ctx, op); err != nil {
+		if err := e.c.Create(e.ctx, failingOperation(ns, fmt.Sprintf("zombie-%d", i))); err != nil {
 			e.t.Error(err)
 		}
 	})
@@ -91,6 +85,17 @@ func (e *env) arbiterCleanupBurst() time.Duration {
 		e.t.Fatalf("%d of %d zombies left in %s after 5 minutes", left, anchorObjects, ns)
 	}
 	return time.Since(start)
+}
+
+// failingOperation fails at once, a zombie made by arbiter itself: the kind
+// of its target is not served.
+func failingOperation(ns, name string) *arbiterv1alpha1.ConflictResolutionOperation {
+	return &arbiterv1alpha1.ConflictResolutionOperation{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{Function: "zombie", Targets: []arbiterv1alpha1.Target{{
+			APIVersion: "ghosts.example.com/v1", Kind: "Ghost", Name: "nobody",
+			MergePatch: &apiextensionsv1.JSON{Raw: []byte(`{"spec":{}}`)}}}},
+	}
 }
 
 func (e *env) ttlCleanupBurst() time.Duration {

@@ -310,13 +310,7 @@ func (e *env) zombieBurst() Result {
 	requestsBefore := e.requestsByResource()
 	start := time.Now()
 	parallel(n, func(i int) {
-		op := &arbiterv1alpha1.ConflictResolutionOperation{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("zombie-%d", i)},
-			Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{Function: "zombie", Targets: []arbiterv1alpha1.Target{{
-				APIVersion: "ghosts.example.com/v1", Kind: "Ghost", Name: "nobody",
-				MergePatch: &apiextensionsv1.JSON{Raw: []byte(`{"spec":{}}`)}}}},
-		}
-		if err := e.c.Create(e.ctx, op); err != nil {
+		if err := e.c.Create(e.ctx, failingOperation(ns, fmt.Sprintf("zombie-%d", i))); err != nil {
 			e.t.Error(err)
 		}
 	})
