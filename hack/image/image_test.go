@@ -213,16 +213,7 @@ func untar(t *testing.T, path string) string {
 			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			out, err := os.Create(target)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.Copy(out, tr); err != nil {
-				t.Fatal(err)
-			}
-			if err := out.Close(); err != nil {
-				t.Fatal(err)
-			}
+			writeFile(t, target, 0o644, tr)
 		default:
 			t.Fatalf("%s: unexpected entry %q of type %c", path, hdr.Name, hdr.Typeflag)
 		}
@@ -252,16 +243,22 @@ func extractManager(t *testing.T, img v1.Image) string {
 				hdr.Typeflag, hdr.Mode, hdr.Uid, hdr.Gid)
 		}
 		path := filepath.Join(t.TempDir(), "manager")
-		out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o755)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.Copy(out, tr); err != nil {
-			t.Fatal(err)
-		}
-		if err := out.Close(); err != nil {
-			t.Fatal(err)
-		}
+		writeFile(t, path, 0o755, tr)
 		return path
+	}
+}
+
+// writeFile creates path with mode and copies r into it.
+func writeFile(t *testing.T, path string, mode os.FileMode, r io.Reader) {
+	t.Helper()
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
