@@ -11,6 +11,8 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -171,5 +173,58 @@ var _ = Describe("Hardening", func() {
 			Expect(got.Status.Message).To(ContainSubstring(`User "sam" may not get Account ` + ns + "/alice"))
 			Expect(balanceOf(ns, "alice")).To(BeEquivalentTo(1))
 		})
+	})
+})
+
+var _ = Describe("Target kinds", func() {
+	// A tenant who names a new unserved group in every operation once made
+	// the manager discover the whole API for each, under the lock every
+	// mapping waits on. The answers now come from one snapshot of discovery
+	// a second (internal/kinds' unit tests count them); these specs show
+	// the answers stay right.
+	It("fails operations on kinds that are not served, and finds a kind installed just before an operation", func() {
+		ns := newNamespace()
+		var ghosts []*arbiterv1alpha1.ConflictResolutionOperation
+		for i := range 50 {
+			op := operation(ns, fmt.Sprintf("ghost-%d", i), 5, 0, arbiterv1alpha1.Target{
+				APIVersion: fmt.Sprintf("ghost-%d.example.com/v1", i), Kind: "Ghost", Name: "nobody",
+				MergePatch: &apiextensionsv1.JSON{Raw: []byte(`{"spec":{}}`)}})
+			ghosts = append(ghosts, op)
+		}
+		create(ghosts...)
+		for _, op := range ghosts {
+			got := eventuallyPhase(op, arbiterv1alpha1.PhaseFailed)
+			Expect(got.Status.Reason).To(Equal(arbiterv1alpha1.ReasonTargetNotFound))
+			Expect(got.Status.Message).To(ContainSubstring("the kind is not served"))
+		}
+
+		// The manager's snapshot predates this kind: the operation made
+		// right after it is served must still find it.
+		vaults := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+			"metadata": map[string]any{"name": "vaults.late.example.com"},
+			"spec": map[string]any{
+				"group": "late.example.com", "scope": "Namespaced",
+				"names": map[string]any{"plural": "vaults", "singular": "vault", "kind": "Vault", "listKind": "VaultList"},
+				"versions": []any{map[string]any{"name": "v1", "served": true, "storage": true,
+					"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}},
+			},
+		}}
+		Expect(k8sClient.Create(ctx, vaults)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, vaults))).To(Succeed()) })
+		vaultGVK := schema.GroupVersionKind{Group: "late.example.com", Version: "v1", Kind: "Vault"}
+		vault := &unstructured.Unstructured{}
+		vault.SetGroupVersionKind(vaultGVK)
+		vault.SetNamespace(ns)
+		vault.SetName("main")
+		Eventually(func() error { return k8sClient.Create(ctx, vault) }, util.Timeout, util.Interval).Should(Succeed())
+		open := operation(ns, "open-vault", 5, 0, arbiterv1alpha1.Target{APIVersion: "late.example.com/v1", Kind: "Vault", Name: "main",
+			MergePatch: &apiextensionsv1.JSON{Raw: []byte(`{"spec":{"open":true}}`)}})
+		create(open)
+		eventuallyPhase(open, arbiterv1alpha1.PhaseSucceeded)
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(vault), vault)).To(Succeed())
+		opened, _, err := unstructured.NestedBool(vault.Object, "spec", "open")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(opened).To(BeTrue())
 	})
 })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -65,7 +66,10 @@ func (r *OperationReconciler) checkTargets(ctx context.Context, op *arbiterv1alp
 		if err != nil {
 			return &execute.Failure{Reason: arbiterv1alpha1.ReasonInvalidMutation, Message: fmt.Sprintf("Target apiVersion %q: %v", t.APIVersion, err)}, nil
 		}
-		mapping, err := r.Authz.Mapper.RESTMapping(gv.WithKind(t.Kind).GroupKind(), gv.Version)
+		// Served, as discovery tells after the operation's creation: its
+		// timestamp is whole seconds, so a second later.
+		created := op.CreationTimestamp.Add(time.Second)
+		mapping, err := r.Kinds.RESTMappingSince(created, gv.WithKind(t.Kind).GroupKind(), gv.Version)
 		switch {
 		case meta.IsNoMatchError(err):
 			return &execute.Failure{Reason: arbiterv1alpha1.ReasonTargetNotFound,

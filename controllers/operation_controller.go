@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -9,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,6 +24,7 @@ import (
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 	"github.com/arbiter-dev/arbiter/internal/authz"
 	"github.com/arbiter-dev/arbiter/internal/execute"
+	"github.com/arbiter-dev/arbiter/internal/kinds"
 	"github.com/arbiter-dev/arbiter/internal/metrics"
 	"github.com/arbiter-dev/arbiter/internal/staging"
 )
@@ -44,7 +47,10 @@ type OperationReconciler struct {
 	Executor  *execute.Executor
 	// Authz reviews each operation's requester before it may be staged,
 	// and again before a queued one executes.
-	Authz   *authz.Checker
+	Authz *authz.Checker
+	// Kinds maps target kinds; a kind the API server does not serve costs
+	// no discovery of its own (Authz maps with it too).
+	Kinds   *kinds.Mapper
 	Workers int
 	// Clock tells time to every decision; the real clock when nil.
 	Clock clock.Clock
@@ -60,8 +66,13 @@ type OperationReconciler struct {
 }
 
 // NewOperationReconciler wires the operation controller to a manager.
-func NewOperationReconciler(mgr ctrl.Manager, workers int) *OperationReconciler {
+func NewOperationReconciler(mgr ctrl.Manager, workers int) (*OperationReconciler, error) {
 	clk := clock.RealClock{} // one clock for every decision, backoff and review
+	dc, err := discovery.NewDiscoveryClientForConfigAndClient(mgr.GetConfig(), mgr.GetHTTPClient())
+	if err != nil {
+		return nil, fmt.Errorf("building the discovery client: %w", err)
+	}
+	targetKinds := kinds.NewMapper(dc)
 	return &OperationReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
@@ -70,10 +81,11 @@ func NewOperationReconciler(mgr ctrl.Manager, workers int) *OperationReconciler 
 		// Targets are read from the API server, never the cache: a decision
 		// on a stale read would only meet a 409.
 		Executor: &execute.Executor{Reader: mgr.GetAPIReader(), Writer: client.WithFieldOwner(mgr.GetClient(), "arbiter"), Clock: clk},
-		Authz:    &authz.Checker{Client: mgr.GetClient(), Mapper: mgr.GetRESTMapper(), Clock: clk},
+		Authz:    &authz.Checker{Client: mgr.GetClient(), Mapper: targetKinds, Clock: clk},
+		Kinds:    targetKinds,
 		Workers:  workers,
 		Clock:    clk,
-	}
+	}, nil
 }
 
 // SetupWithManager registers the controller and the arbiter loop.
@@ -164,6 +176,10 @@ func (r *OperationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 // stage offers a pending or queued operation to the arbiter and acts on the verdict.
 func (r *OperationReconciler) stage(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (ctrl.Result, error) {
 	st, refused, err := r.admit(ctx, op)
+	if unknown := (*kinds.NotYetKnownError)(nil); errors.As(err, &unknown) {
+		// Asked again once discovery may run: no error, no backoff.
+		return ctrl.Result{RequeueAfter: max(unknown.RetryAfter, notReadyRetry)}, nil
+	}
 	if err != nil || refused {
 		return ctrl.Result{}, err
 	}

@@ -8,6 +8,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/pager"
@@ -61,8 +62,20 @@ func (r *OperationReconciler) Start(ctx context.Context) error {
 // queued ones in their queues, before any new operation is staged, so that
 // nothing is applied twice or overtaken after a restart.
 func (r *OperationReconciler) recover(ctx context.Context) error {
-	// Read in pages: among tens of thousands of zombies, one list would hold
-	// them all, untrimmed, in memory at once.
+	// Only these two phases matter, and the API server selects them
+	// (status.phase is a selectable field): tens of thousands of zombies
+	// cost recovery nothing. Only the leader writes phases, so none moves
+	// between the two reads.
+	for _, phase := range []arbiterv1alpha1.OperationPhase{arbiterv1alpha1.PhaseExecuting, arbiterv1alpha1.PhaseQueued} {
+		if err := r.recoverPhase(ctx, phase); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recoverPhase registers the operations in one phase, read in pages.
+func (r *OperationReconciler) recoverPhase(ctx context.Context, phase arbiterv1alpha1.OperationPhase) error {
 	p := pager.New(func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 		list := &arbiterv1alpha1.ConflictResolutionOperationList{}
 		return list, r.APIReader.List(ctx, list, &client.ListOptions{Raw: &opts})
@@ -71,8 +84,9 @@ func (r *OperationReconciler) recover(ctx context.Context) error {
 	// Never one full list: when the snapshot is compacted away mid-read,
 	// read again from the start; holding and requeueing again is harmless.
 	p.FullListIfExpired = false
+	selector := metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("status.phase", string(phase)).String()}
 	for {
-		err := p.EachListItem(ctx, metav1.ListOptions{}, func(obj runtime.Object) error {
+		err := p.EachListItem(ctx, selector, func(obj runtime.Object) error {
 			r.register(obj.(*arbiterv1alpha1.ConflictResolutionOperation))
 			return nil
 		})

@@ -37,7 +37,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := cleaner.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the cleanup controllers: %w", err)
 	}
-	operations := NewOperationReconciler(mgr, o.OperationWorkers)
+	operations, err := NewOperationReconciler(mgr, o.OperationWorkers)
+	if err != nil {
+		return err
+	}
 	operations.Meet = cleaner.MeetTargets
 	operations.Authz.TTL = o.AccessReviewTTL
 	if err := operations.SetupWithManager(mgr); err != nil {

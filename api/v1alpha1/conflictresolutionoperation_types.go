@@ -463,6 +463,7 @@ type ConflictResolutionOperationStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=cro,categories=arbiter
+// +kubebuilder:selectablefield:JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Function",type=string,JSONPath=`.spec.function`
 // +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.spec.targets[0].name`

@@ -42,7 +42,9 @@ func (d *Denied) Error() string { return d.Message }
 // Checker runs SubjectAccessReviews as an operation's requester.
 type Checker struct {
 	Client client.Client
-	Mapper meta.RESTMapper
+	Mapper interface {
+		RESTMapping(gk schema.GroupKind, versions ...string) (*meta.RESTMapping, error)
+	}
 	// TTL is how long an answer is reused; decisionTTL when zero.
 	TTL time.Duration
 	// Clock tells the answers' age; the real clock when nil.

@@ -491,6 +491,7 @@ func (e *env) storm(raw Result) Result {
 		"access_review_requests_per_operation": perOperation("subjectaccessreviews"),
 		"operation_requests_per_operation":     perOperation("conflictresolutionoperations"),
 		"target_requests_per_operation":        perOperation("accounts"),
+		"discovery_requests_per_operation":     perOperation(nonResource),
 		"operations":                           n, "succeeded": float64(phases[arbiterv1alpha1.PhaseSucceeded]), "rejected": float64(phases[arbiterv1alpha1.PhaseRejected]),
 		"seconds_until_all_terminal_and_losers_gone": elapsed.Seconds(),
 		"operations_per_second":                      n / elapsed.Seconds(),
@@ -545,6 +546,10 @@ func (e *env) requestsByResource() map[string]float64 {
 	return e.apiRequests(func(verb string) bool { return verb != "WATCH" })
 }
 
+// nonResource counts the requests for no resource: discovery (/api, /apis),
+// and the benchmark's own scrapes of /metrics, two per scenario.
+const nonResource = "(non-resource)"
+
 // apiRequests sums apiserver_request_total by resource, over the verbs
 // counted.
 func (e *env) apiRequests(counted func(verb string) bool) map[string]float64 {
@@ -554,8 +559,8 @@ func (e *env) apiRequests(counted func(verb string) bool) map[string]float64 {
 		for _, l := range m.GetLabel() {
 			labels[l.GetName()] = l.GetValue()
 		}
-		if labels["resource"] != "" && counted(labels["verb"]) {
-			total[labels["resource"]] += m.GetCounter().GetValue()
+		if counted(labels["verb"]) {
+			total[cmp.Or(labels["resource"], nonResource)] += m.GetCounter().GetValue()
 		}
 	}
 	return total

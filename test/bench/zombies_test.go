@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -194,7 +195,18 @@ func (e *env) footprint(m *manager, zombies int) (rss, peak, heap float64) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
+	// BENCH_HEAP_PROFILE=dir keeps each forced-GC heap profile, for
+	// reading with `go tool pprof`: what a zombie costs, by allocation site.
+	out := io.Discard
+	if dir := os.Getenv("BENCH_HEAP_PROFILE"); dir != "" {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("manager-heap-%dk-zombies.pb.gz", zombies/1000)))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		defer func() { _ = f.Close() }()
+		out = f
+	}
+	_, _ = io.Copy(out, resp.Body)
 	_ = resp.Body.Close()
 	heap = scrape(e.t, "http://"+m.metrics+"/metrics")["go_memstats_heap_inuse_bytes"].GetMetric()[0].GetGauge().GetValue()
 	rss, peak = residentSet(e.t, m.pid())
@@ -325,6 +337,7 @@ func (e *env) zombieBurst() Result {
 		"operation_requests_per_operation": perOperation("conflictresolutionoperations"),
 		"event_requests_per_operation":     perOperation("events"),
 		"policy_requests_per_operation":    perOperation("cleanuppolicies"),
+		"discovery_requests_per_operation": perOperation(nonResource),
 		"operations":                       n,
 		"burst_seconds":                    burst.Seconds(),
 		"seconds_after_burst":              (all - burst).Seconds(),
