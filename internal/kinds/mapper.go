@@ -92,7 +92,7 @@ func (m *Mapper) RESTMappingSince(since time.Time, gk schema.GroupKind, versions
 	if now := m.now(); since.After(now) {
 		since = now
 	}
-	snapshot, taken, err := m.current(m.maxAge())
+	snapshot, _, err := m.current(m.maxAge())
 	if err != nil {
 		return nil, err
 	}
@@ -100,8 +100,9 @@ func (m *Mapper) RESTMappingSince(since time.Time, gk schema.GroupKind, versions
 	if !meta.IsNoMatchError(err) {
 		return mapping, err
 	}
-	// Not served, as of taken: only a newer snapshot can tell otherwise.
-	if snapshot, taken, err = m.current(m.minRefresh()); err != nil {
+	// Not served in that snapshot: only a newer one can tell otherwise.
+	snapshot, taken, err := m.current(m.minRefresh())
+	if err != nil {
 		return nil, err
 	}
 	if mapping, err = snapshot.RESTMapping(gk, versions...); !meta.IsNoMatchError(err) || !taken.Before(since) {
