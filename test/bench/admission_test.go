@@ -1,6 +1,9 @@
 package bench
 
 import (
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -63,6 +66,34 @@ func admissionFigures(before, after map[string]float64, operations float64) map[
 		}
 	}
 	return figures
+}
+
+// profileManager starts a CPU profile of the manager for the next seconds
+// when BENCH_MANAGER_PROFILE names a file to write it to; wait returns once
+// it is written.
+func (e *env) profileManager(seconds int) (wait func()) {
+	path := os.Getenv("BENCH_MANAGER_PROFILE")
+	if path == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", e.mgr.pprof, seconds))
+		if err != nil {
+			e.t.Errorf("profiling the manager: %v", err)
+			return
+		}
+		defer func() { _ = resp.Body.Close() }()
+		raw, err := io.ReadAll(resp.Body)
+		if err == nil {
+			err = os.WriteFile(path, raw, 0o644)
+		}
+		if err != nil {
+			e.t.Error(err)
+		}
+	}()
+	return func() { <-done }
 }
 
 // profileAPIServer starts a CPU profile of kube-apiserver for the next

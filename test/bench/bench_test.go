@@ -475,10 +475,11 @@ func (e *env) storm(raw Result) Result {
 		}
 	}
 	before, cpuBefore, requestsBefore, admissionBefore := e.writes(), cpuSeconds(e.mgr.pid()), e.requestsByResource(), e.admissionSeconds()
-	profiled := e.profileAPIServer(8)
+	profiled, managerProfiled := e.profileAPIServer(8), e.profileManager(8)
 	lat, elapsed, phases := e.run(ns, ops, true, 0)
 	after, cpu, requestsAfter, admissionAfter := e.writes(), cpuSeconds(e.mgr.pid())-cpuBefore, e.requestsByResource(), e.admissionSeconds()
 	profiled()
+	managerProfiled()
 	n := float64(len(ops))
 	perOperation := func(resource string) float64 { return (requestsAfter[resource] - requestsBefore[resource]) / n }
 	var requests float64
