@@ -1,8 +1,9 @@
 // Package kinds maps the kinds operations target to their resources. Any
 // user who may create an operation names the kind, so a kind the API
-// server does not serve must not cost a discovery of the whole API each
-// time: the mapper answers from one snapshot of discovery and takes a new
-// one at most once per MinRefresh, whatever the operations ask for.
+// server does not serve must cost neither a discovery request each time
+// nor a wait for everyone else's lookups: the mapper answers from one
+// snapshot of discovery and takes a new one at most once per MinRefresh,
+// whatever the operations ask for.
 package kinds
 
 import (
