@@ -191,3 +191,30 @@ func TestAFailedDiscoveryKeepsTheLastSnapshot(t *testing.T) {
 		t.Fatalf("%v, want the last snapshot's answer", err)
 	}
 }
+
+// A refresh that an unserved kind asked for, however slow the API server
+// is, holds up no lookup of a kind the snapshot already has.
+func TestAServedKindDoesNotWaitForARefresh(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(1000, 0))
+	d := &fakeDiscovery{served: []schema.GroupVersionKind{configMap}}
+	m := newMapper(d, clk)
+	if err := mapping(m, time.Time{}, configMap); err != nil {
+		t.Fatal(err)
+	}
+	clk.Step(time.Second)
+	d.gate = make(chan struct{})
+	defer close(d.gate)
+	refreshing := make(chan error, 1)
+	go func() { refreshing <- mapping(m, clk.Now(), account) }()
+	for d.calls.Load() < 2 {
+		time.Sleep(time.Millisecond) // until the refresh is under way
+	}
+	if err := mapping(m, time.Time{}, configMap); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-refreshing:
+		t.Fatalf("the refresh ended before its discovery was let through: %v", err)
+	default:
+	}
+}
