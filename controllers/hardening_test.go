@@ -179,8 +179,8 @@ var _ = Describe("Hardening", func() {
 var _ = Describe("Target kinds", func() {
 	// A tenant who named a new unserved group in every operation once made
 	// the manager send a discovery request for each, under the lock every
-	// mapping waits on. The answers now come from one snapshot of discovery
-	// a second (internal/kinds' unit tests count them); this spec shows
+	// mapping waits on. The answers now come from a snapshot of discovery
+	// taken at most four times a second (internal/kinds' unit tests count them); this spec shows
 	// they stay right.
 	It("fails operations on kinds that are not served, and finds a kind installed just before an operation", func() {
 		ns := newNamespace()

@@ -22,8 +22,10 @@ import (
 // Defaults for Mapper.
 const (
 	// DefaultMinRefresh spaces the snapshots a kind the API server does
-	// not serve can ask for.
-	DefaultMinRefresh = time.Second
+	// not serve can ask for: at most four a second, each two requests the
+	// API server answers from its cached discovery document, whatever
+	// tenants name.
+	DefaultMinRefresh = 250 * time.Millisecond
 	// DefaultMaxAge is how long a snapshot is trusted about the kinds it
 	// serves: a kind removed since is seen within this, at the next lookup.
 	DefaultMaxAge = time.Minute
