@@ -31,6 +31,7 @@ type ZombiePhase string
 
 // CleanupPolicySpec decides which finished operations in the namespace are
 // zombies and how they are removed.
+// +kubebuilder:validation:XValidation:rule="!has(self.retentionByOutcome) || !has(self.phases) || self.retentionByOutcome.all(e, e.phase in self.phases)",message="each entry's phase must be listed in spec.phases",fieldPath=".retentionByOutcome",reason=FieldValueInvalid
 type CleanupPolicySpec struct {
 	// strategy is how zombies are removed: Immediate, Deferred (after
 	// retention, the default) or Lazy (when next met, once older than
@@ -39,14 +40,31 @@ type CleanupPolicySpec struct {
 	// +kubebuilder:default=Deferred
 	Strategy CleanupStrategy `json:"strategy,omitempty"`
 
-	// retention is how long a zombie is kept after its completedAt. Deferred:
-	// deleted when it expires (default 30m). Lazy: deleted when met once
-	// older than this (default 1h). Immediate: ignored.
+	// retention is how long a zombie is kept after its completedAt, unless
+	// retentionByOutcome has an entry for its outcome. Deferred: deleted
+	// when it expires (default 30m). Lazy: deleted when met once older than
+	// this (default 1h). Immediate: ignored.
 	// +optional
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	Retention *metav1.Duration `json:"retention,omitempty"`
+
+	// retentionByOutcome overrides retention for some outcomes of a zombie:
+	// an entry with a phase and a reason applies to zombies that ended so,
+	// one with a phase alone to the other zombies of that phase. The most
+	// specific entry wins: phase and reason, then phase, then retention,
+	// then the strategy's default. Under Immediate an entry makes its
+	// outcome wait too: Immediate with {phase: Failed, retention: 24h}
+	// removes rejected operations at once and keeps failures a day for
+	// inspection. Lazy removes a zombie when met once older than its
+	// entry's retention. Each entry's phase must be listed in phases; each
+	// (phase, reason) pair may appear once.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:XValidation:rule="self.all(a, self.exists_one(b, b.phase == a.phase && (has(b.reason) ? b.reason : '') == (has(a.reason) ? a.reason : '')))",message="each (phase, reason) pair may appear only once"
+	RetentionByOutcome []OutcomeRetention `json:"retentionByOutcome,omitempty"`
 
 	// phases are the terminal phases whose operations are zombies. Defaults
 	// to Rejected and Failed; Cancelled may be added.
@@ -96,6 +114,44 @@ type CleanupPolicySpec struct {
 	Health HealthThresholds `json:"health,omitzero"`
 }
 
+// ZombieReason is a reason arbiter sets on an operation that ends in a
+// zombie phase (see status.reason): the closed list arbiter itself writes,
+// so that a misspelt reason is refused rather than never matching.
+// +kubebuilder:validation:Enum=LostStaging;Preempted;ConflictRetriesExhausted;TargetNotFound;InvalidMutation;MutationTooLarge;Forbidden;Timeout;RolledBack;RollbackFailed;ClusterScopedTarget;InvalidParent;Cancelled
+type ZombieReason string
+
+// ZombieReasons are the reasons arbiter sets for each zombie phase; an
+// entry of retentionByOutcome may only pair a phase with one of its own.
+var ZombieReasons = map[ZombiePhase][]ZombieReason{
+	"Rejected": {ReasonLostStaging, ReasonPreempted},
+	"Failed": {ReasonConflictRetriesExhausted, ReasonTargetNotFound, ReasonInvalidMutation, ReasonMutationTooLarge,
+		ReasonForbidden, ReasonTimeout, ReasonRolledBack, ReasonRollbackFailed, ReasonClusterScopedTarget, ReasonInvalidParent},
+	"Cancelled": {ReasonCancelled},
+}
+
+// OutcomeRetention is how long the zombies of one outcome are kept.
+// +kubebuilder:validation:XValidation:rule="!has(self.reason) || (self.phase == 'Rejected' ? self.reason in ['LostStaging', 'Preempted'] : self.phase == 'Cancelled' ? self.reason == 'Cancelled' : !(self.reason in ['LostStaging', 'Preempted', 'Cancelled']))",message="reason must be one arbiter sets for the phase: Rejected: LostStaging, Preempted; Cancelled: Cancelled; Failed: any other",fieldPath=".reason",reason=FieldValueInvalid
+type OutcomeRetention struct {
+	// phase is the zombie phase this entry applies to: Rejected, Failed or
+	// Cancelled. It must be listed in the policy's phases.
+	// +required
+	Phase ZombiePhase `json:"phase"`
+
+	// reason, when set, narrows the entry to the zombies of that phase that
+	// ended with this reason (status.reason), for example Failed/Timeout.
+	// Unset: every zombie of the phase without an entry of its own reason.
+	// +optional
+	Reason ZombieReason `json:"reason,omitempty"`
+
+	// retention is how long a zombie of this outcome is kept after its
+	// completedAt, whatever the strategy.
+	// +required
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	Retention metav1.Duration `json:"retention"`
+}
+
 // HealthThresholds decide when a namespace's cleanup is Degraded or Unhealthy.
 type HealthThresholds struct {
 	// maxZombies: more zombies than this make the policy Degraded. Defaults to 1000.
@@ -129,7 +185,8 @@ type HealthState string
 const (
 	// HealthHealthy means every threshold is met.
 	HealthHealthy HealthState = "Healthy"
-	// HealthDegraded means too many zombies, or one too old.
+	// HealthDegraded means too many zombies, one too old, or a
+	// Failed/RollbackFailed one awaiting acknowledgement.
 	HealthDegraded HealthState = "Degraded"
 	// HealthUnhealthy means cleanups are failing above the threshold.
 	HealthUnhealthy HealthState = "Unhealthy"
@@ -153,7 +210,8 @@ type CleanupPolicyStatus struct {
 	Health HealthState `json:"health,omitempty"`
 
 	// issues are sentences explaining a health other than Healthy, for
-	// example "High zombie count: 1234".
+	// example "High zombie count: 1234", and the zombies held from cleanup,
+	// which a policy that is otherwise Healthy lists too.
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=16
@@ -163,6 +221,12 @@ type CleanupPolicyStatus struct {
 	// zombies is the number of zombies this policy governs now.
 	// +optional
 	Zombies int32 `json:"zombies,omitempty"`
+
+	// heldZombies is how many of those zombies are held from cleanup:
+	// annotated arbiter.dev/keep=true, or Failed/RollbackFailed and not yet
+	// annotated arbiter.dev/acknowledged=true.
+	// +optional
+	HeldZombies int32 `json:"heldZombies,omitempty"`
 
 	// oldestZombieAgeSeconds is the age of the oldest zombie, from its
 	// completedAt.

@@ -85,6 +85,10 @@ const (
 	ReasonTooManyZombies = "TooManyZombies"
 	// ReasonZombieTooOld: a zombie is older than health.maxZombieAge.
 	ReasonZombieTooOld = "ZombieTooOld"
+	// ReasonAwaitingAcknowledgement: a Failed/RollbackFailed zombie waits
+	// for a human to check its targets and annotate it
+	// arbiter.dev/acknowledged=true.
+	ReasonAwaitingAcknowledgement = "AwaitingAcknowledgement"
 	// ReasonCleanupFailing: the cleanup failure rate exceeds health.maxFailureRatePercent.
 	ReasonCleanupFailing = "CleanupFailing"
 	// ReasonOverlapsOlderPolicy: an older policy governs some operations this one selects.

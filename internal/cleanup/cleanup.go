@@ -59,8 +59,9 @@ func Governing(op *arbiterv1alpha1.ConflictResolutionOperation, policies []arbit
 	return gov
 }
 
-// Retention is how long zombies are kept: spec.retention, or the strategy's
-// default (Deferred 30m, Lazy 1h, Immediate 0).
+// Retention is how long zombies are kept when retentionByOutcome has no
+// entry for their outcome: spec.retention, or the strategy's default
+// (Deferred 30m, Lazy 1h, Immediate 0, which ignores spec.retention).
 func Retention(p *arbiterv1alpha1.CleanupPolicy) time.Duration {
 	if p.Spec.Strategy == arbiterv1alpha1.CleanupImmediate {
 		return 0
@@ -74,6 +75,29 @@ func Retention(p *arbiterv1alpha1.CleanupPolicy) time.Duration {
 	}
 	d, _ := time.ParseDuration(def)
 	return d
+}
+
+// OutcomeRetention is how long a zombie that ended in op's phase and reason
+// is kept, and the retentionByOutcome entry that says so ("" when none
+// does): the entry of its phase and reason, else that of its phase alone,
+// else Retention. An entry applies under every strategy, Immediate too.
+func OutcomeRetention(p *arbiterv1alpha1.CleanupPolicy, op *arbiterv1alpha1.ConflictResolutionOperation) (time.Duration, string) {
+	phase := arbiterv1alpha1.ZombiePhase(op.Status.Phase)
+	var byPhase *arbiterv1alpha1.OutcomeRetention
+	for i := range p.Spec.RetentionByOutcome {
+		e := &p.Spec.RetentionByOutcome[i]
+		switch {
+		case e.Phase != phase:
+		case e.Reason == "":
+			byPhase = e
+		case string(e.Reason) == op.Status.Reason:
+			return e.Retention.Duration, fmt.Sprintf("retentionByOutcome %s/%s", e.Phase, e.Reason)
+		}
+	}
+	if byPhase != nil {
+		return byPhase.Retention.Duration, fmt.Sprintf("retentionByOutcome %s", byPhase.Phase)
+	}
+	return Retention(p), ""
 }
 
 // CompletedAt is when an operation ended: status.completedAt, else its
@@ -112,17 +136,42 @@ type Verdict struct {
 // Due reports whether the verdict allows removal now (for Lazy: if met).
 func (v Verdict) Due(now time.Time) bool { return v.Removable && !now.Before(v.At) }
 
-// Held says why an operation must never be removed automatically, by any
-// strategy, historyLimit or the default strategy, or "" when it may be: it
-// carries arbiter.dev/keep=true, or it is Failed/RollbackFailed (a human must
-// check its targets) and not yet arbiter.dev/acknowledged=true.
-func Held(op *arbiterv1alpha1.ConflictResolutionOperation) string {
+// Hold is why an operation is held from cleanup, if it is.
+type Hold int
+
+const (
+	// NotHeld: cleanup may remove it.
+	NotHeld Hold = iota
+	// HeldAwaitingAcknowledgement: it is Failed/RollbackFailed and not
+	// annotated arbiter.dev/acknowledged=true; a human must check the
+	// targets its message names. It takes precedence over a keep
+	// annotation: keeping an operation does not say its targets were checked.
+	HeldAwaitingAcknowledgement
+	// HeldKept: it is annotated arbiter.dev/keep=true.
+	HeldKept
+)
+
+// HoldOf says whether, and why, an operation must never be removed
+// automatically, by any strategy, historyLimit or the default strategy.
+func HoldOf(op *arbiterv1alpha1.ConflictResolutionOperation) Hold {
 	switch {
-	case op.Annotations[arbiterv1alpha1.KeepAnnotation] == "true":
-		return arbiterv1alpha1.KeepAnnotation + "=true"
 	case op.Status.Phase == arbiterv1alpha1.PhaseFailed && op.Status.Reason == arbiterv1alpha1.ReasonRollbackFailed &&
 		op.Annotations[arbiterv1alpha1.AcknowledgedAnnotation] != "true":
+		return HeldAwaitingAcknowledgement
+	case op.Annotations[arbiterv1alpha1.KeepAnnotation] == "true":
+		return HeldKept
+	}
+	return NotHeld
+}
+
+// Held says why an operation must never be removed automatically (see
+// HoldOf), or "" when it may be.
+func Held(op *arbiterv1alpha1.ConflictResolutionOperation) string {
+	switch HoldOf(op) {
+	case HeldAwaitingAcknowledgement:
 		return "RollbackFailed, not " + arbiterv1alpha1.AcknowledgedAnnotation + "=true"
+	case HeldKept:
+		return arbiterv1alpha1.KeepAnnotation + "=true"
 	}
 	return ""
 }
@@ -145,9 +194,12 @@ func judge(p *arbiterv1alpha1.CleanupPolicy, op *arbiterv1alpha1.ConflictResolut
 	lazy := p.Spec.Strategy == arbiterv1alpha1.CleanupLazy
 	switch {
 	case IsZombie(p, op):
-		retention := Retention(p)
+		retention, entry := OutcomeRetention(p, op)
 		why := fmt.Sprintf("%s zombie, %s strategy", op.Status.Phase, p.Spec.Strategy)
-		if retention > 0 {
+		switch {
+		case entry != "":
+			why += fmt.Sprintf(", %s %s", entry, retention)
+		case retention > 0:
 			why += fmt.Sprintf(", retention %s", retention)
 		}
 		return Verdict{Zombie: true, Removable: true, At: done.Add(retention), OnlyWhenMet: lazy, Why: why}

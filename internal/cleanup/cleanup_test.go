@@ -130,6 +130,99 @@ func TestJudge(t *testing.T) {
 	}
 }
 
+// The most specific retentionByOutcome entry wins: phase and reason, then
+// phase, then spec.retention, then the strategy's default; under every
+// strategy, Immediate included.
+func TestJudgeRetentionByOutcome(t *testing.T) {
+	byOutcome := func(strategy arbiterv1alpha1.CleanupStrategy, retention *metav1.Duration) arbiterv1alpha1.CleanupPolicy {
+		return policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.Strategy, s.Retention = strategy, retention
+			s.Phases = []arbiterv1alpha1.ZombiePhase{"Rejected", "Failed", "Cancelled"}
+			s.RetentionByOutcome = []arbiterv1alpha1.OutcomeRetention{
+				// The phase's entry listed after a reason's: order does not matter.
+				{Phase: "Failed", Reason: arbiterv1alpha1.ReasonTimeout, Retention: metav1.Duration{Duration: time.Hour}},
+				{Phase: "Failed", Retention: metav1.Duration{Duration: 24 * time.Hour}},
+				{Phase: "Rejected", Reason: arbiterv1alpha1.ReasonPreempted, Retention: metav1.Duration{Duration: 10 * time.Minute}},
+			}
+		})
+	}
+	twoHours := &metav1.Duration{Duration: 2 * time.Hour}
+	outcome := func(phase arbiterv1alpha1.OperationPhase, reason string) *arbiterv1alpha1.ConflictResolutionOperation {
+		return withReason(finished("op", phase, 0, nil), reason)
+	}
+	tests := []struct {
+		name   string
+		policy arbiterv1alpha1.CleanupPolicy
+		op     *arbiterv1alpha1.ConflictResolutionOperation
+		want   Verdict
+	}{
+		{"Deferred: phase and reason", byOutcome(arbiterv1alpha1.CleanupDeferred, twoHours), outcome(arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonTimeout),
+			Verdict{Zombie: true, Removable: true, At: t0.Add(time.Hour), Why: "Failed zombie, Deferred strategy, retentionByOutcome Failed/Timeout 1h0m0s"}},
+		{"Deferred: phase, for a reason without an entry", byOutcome(arbiterv1alpha1.CleanupDeferred, twoHours), outcome(arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonForbidden),
+			Verdict{Zombie: true, Removable: true, At: t0.Add(24 * time.Hour), Why: "Failed zombie, Deferred strategy, retentionByOutcome Failed 24h0m0s"}},
+		{"Deferred: spec.retention, for a phase with only another reason's entry", byOutcome(arbiterv1alpha1.CleanupDeferred, twoHours), outcome(arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.ReasonLostStaging),
+			Verdict{Zombie: true, Removable: true, At: t0.Add(2 * time.Hour), Why: "Rejected zombie, Deferred strategy, retention 2h0m0s"}},
+		{"Deferred: the strategy's default without spec.retention", byOutcome(arbiterv1alpha1.CleanupDeferred, nil), outcome(arbiterv1alpha1.PhaseCancelled, arbiterv1alpha1.ReasonCancelled),
+			Verdict{Zombie: true, Removable: true, At: t0.Add(30 * time.Minute), Why: "Cancelled zombie, Deferred strategy, retention 30m0s"}},
+		{"Lazy: phase and reason, when met", byOutcome(arbiterv1alpha1.CleanupLazy, nil), outcome(arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.ReasonPreempted),
+			Verdict{Zombie: true, Removable: true, At: t0.Add(10 * time.Minute), OnlyWhenMet: true, Why: "Rejected zombie, Lazy strategy, retentionByOutcome Rejected/Preempted 10m0s"}},
+		{"Lazy: phase", byOutcome(arbiterv1alpha1.CleanupLazy, nil), outcome(arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonRolledBack),
+			Verdict{Zombie: true, Removable: true, At: t0.Add(24 * time.Hour), OnlyWhenMet: true, Why: "Failed zombie, Lazy strategy, retentionByOutcome Failed 24h0m0s"}},
+		{"Lazy: the strategy's default", byOutcome(arbiterv1alpha1.CleanupLazy, nil), outcome(arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.ReasonLostStaging),
+			Verdict{Zombie: true, Removable: true, At: t0.Add(time.Hour), OnlyWhenMet: true, Why: "Rejected zombie, Lazy strategy, retention 1h0m0s"}},
+		{"Immediate: an entry makes its outcome wait", byOutcome(arbiterv1alpha1.CleanupImmediate, twoHours), outcome(arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonTimeout),
+			Verdict{Zombie: true, Removable: true, At: t0.Add(time.Hour), Why: "Failed zombie, Immediate strategy, retentionByOutcome Failed/Timeout 1h0m0s"}},
+		{"Immediate: a phase entry too", byOutcome(arbiterv1alpha1.CleanupImmediate, twoHours), outcome(arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonInvalidMutation),
+			Verdict{Zombie: true, Removable: true, At: t0.Add(24 * time.Hour), Why: "Failed zombie, Immediate strategy, retentionByOutcome Failed 24h0m0s"}},
+		{"Immediate: spec.retention is still ignored", byOutcome(arbiterv1alpha1.CleanupImmediate, twoHours), outcome(arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.ReasonLostStaging),
+			Verdict{Zombie: true, Removable: true, At: t0, Why: "Rejected zombie, Immediate strategy"}},
+		{"a zero entry removes at once", policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.RetentionByOutcome = []arbiterv1alpha1.OutcomeRetention{{Phase: "Rejected"}}
+		}), outcome(arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.ReasonLostStaging),
+			Verdict{Zombie: true, Removable: true, At: t0, Why: "Rejected zombie, Deferred strategy, retentionByOutcome Rejected 0s"}},
+		{"an entry never makes a kept zombie removable", byOutcome(arbiterv1alpha1.CleanupDeferred, nil),
+			annotated(outcome(arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonTimeout), arbiterv1alpha1.KeepAnnotation, "true"),
+			Verdict{Zombie: true, Held: "arbiter.dev/keep=true"}},
+		{"an entry for a phase the policy does not list makes no zombie", policy("p", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.RetentionByOutcome = []arbiterv1alpha1.OutcomeRetention{{Phase: "Cancelled", Retention: metav1.Duration{Duration: time.Minute}}}
+		}), outcome(arbiterv1alpha1.PhaseCancelled, arbiterv1alpha1.ReasonCancelled), Verdict{}},
+		{"Succeeded is untouched by the entries", byOutcome(arbiterv1alpha1.CleanupDeferred, nil), outcome(arbiterv1alpha1.PhaseSucceeded, arbiterv1alpha1.ReasonApplied), Verdict{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Judge(&tt.policy, tt.op); fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("Judge = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHoldOf(t *testing.T) {
+	rollbackFailed := withReason(finished("op", arbiterv1alpha1.PhaseFailed, 0, nil), arbiterv1alpha1.ReasonRollbackFailed)
+	tests := []struct {
+		name string
+		op   *arbiterv1alpha1.ConflictResolutionOperation
+		want Hold
+		held string
+	}{
+		{"a plain zombie", finished("op", arbiterv1alpha1.PhaseRejected, 0, nil), NotHeld, ""},
+		{"kept", annotated(finished("op", arbiterv1alpha1.PhaseRejected, 0, nil), arbiterv1alpha1.KeepAnnotation, "true"), HeldKept, "arbiter.dev/keep=true"},
+		{"RollbackFailed", rollbackFailed.DeepCopy(), HeldAwaitingAcknowledgement, "RollbackFailed, not arbiter.dev/acknowledged=true"},
+		{"RollbackFailed and kept still awaits acknowledgement", annotated(rollbackFailed.DeepCopy(), arbiterv1alpha1.KeepAnnotation, "true"),
+			HeldAwaitingAcknowledgement, "RollbackFailed, not arbiter.dev/acknowledged=true"},
+		{"RollbackFailed acknowledged and kept is kept", annotated(annotated(rollbackFailed.DeepCopy(), arbiterv1alpha1.AcknowledgedAnnotation, "true"),
+			arbiterv1alpha1.KeepAnnotation, "true"), HeldKept, "arbiter.dev/keep=true"},
+		{"RollbackFailed acknowledged", annotated(rollbackFailed.DeepCopy(), arbiterv1alpha1.AcknowledgedAnnotation, "true"), NotHeld, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got, held := HoldOf(tt.op), Held(tt.op); got != tt.want || held != tt.held {
+				t.Errorf("HoldOf = %d, Held = %q; want %d, %q", got, held, tt.want, tt.held)
+			}
+		})
+	}
+}
+
 func TestGoverningIsTheOldestSelectingPolicy(t *testing.T) {
 	audit := map[string]string{"team": "audit"}
 	policies := []arbiterv1alpha1.CleanupPolicy{
@@ -250,21 +343,58 @@ func TestHealth(t *testing.T) {
 		name   string
 		obs    Observation
 		state  arbiterv1alpha1.HealthState
+		reason string
 		issues string
 	}{
-		{"healthy", Observation{Zombies: 10, OldestZombieAge: time.Hour, FailureRatePercent: 10}, arbiterv1alpha1.HealthHealthy, "[]"},
-		{"too many zombies", Observation{Zombies: 11}, arbiterv1alpha1.HealthDegraded, "[High zombie count: 11 (threshold 10)]"},
-		{"a zombie too old", Observation{OldestZombieAge: 2 * time.Hour}, arbiterv1alpha1.HealthDegraded, "[Oldest zombie is 2h0m0s old (threshold 1h0m0s)]"},
-		{"failing cleanups", Observation{Zombies: 11, FailureRatePercent: 50}, arbiterv1alpha1.HealthUnhealthy,
+		{"healthy", Observation{Zombies: 10, OldestZombieAge: time.Hour, FailureRatePercent: 10},
+			arbiterv1alpha1.HealthHealthy, arbiterv1alpha1.ReasonThresholdsMet, "[]"},
+		{"too many zombies", Observation{Zombies: 11},
+			arbiterv1alpha1.HealthDegraded, arbiterv1alpha1.ReasonTooManyZombies, "[High zombie count: 11 (threshold 10)]"},
+		{"a zombie too old", Observation{OldestZombieAge: 2 * time.Hour},
+			arbiterv1alpha1.HealthDegraded, arbiterv1alpha1.ReasonZombieTooOld, "[Oldest zombie is 2h0m0s old (threshold 1h0m0s)]"},
+		{"failing cleanups", Observation{Zombies: 11, FailureRatePercent: 50},
+			arbiterv1alpha1.HealthUnhealthy, arbiterv1alpha1.ReasonCleanupFailing,
 			"[High zombie count: 11 (threshold 10) Cleanup failure rate 50% over the last 15m0s (threshold 10%)]"},
+		{"kept zombies alone leave it Healthy, and are listed", Observation{Zombies: 3, Kept: 2},
+			arbiterv1alpha1.HealthHealthy, arbiterv1alpha1.ReasonThresholdsMet,
+			"[2 zombie(s) held from cleanup: 2 arbiter.dev/keep=true]"},
+		{"a RollbackFailed zombie awaiting acknowledgement makes it Degraded", Observation{Zombies: 2, Kept: 1, AwaitingAcknowledgement: 1},
+			arbiterv1alpha1.HealthDegraded, arbiterv1alpha1.ReasonAwaitingAcknowledgement,
+			"[2 zombie(s) held from cleanup: 1 Failed/RollbackFailed awaiting arbiter.dev/acknowledged=true, 1 arbiter.dev/keep=true]"},
+		{"too many zombies is the first reason, the held ones still listed", Observation{Zombies: 11, AwaitingAcknowledgement: 1},
+			arbiterv1alpha1.HealthDegraded, arbiterv1alpha1.ReasonTooManyZombies,
+			"[High zombie count: 11 (threshold 10) 1 zombie(s) held from cleanup: 1 Failed/RollbackFailed awaiting arbiter.dev/acknowledged=true]"},
+		{"failing cleanups outrank a hold", Observation{Zombies: 1, AwaitingAcknowledgement: 1, FailureRatePercent: 50},
+			arbiterv1alpha1.HealthUnhealthy, arbiterv1alpha1.ReasonCleanupFailing,
+			"[1 zombie(s) held from cleanup: 1 Failed/RollbackFailed awaiting arbiter.dev/acknowledged=true Cleanup failure rate 50% over the last 15m0s (threshold 10%)]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			state, issues, _ := Health(th, tt.obs)
-			if state != tt.state || fmt.Sprint(issues) != tt.issues {
-				t.Errorf("Health = %s %v, want %s %s", state, issues, tt.state, tt.issues)
+			state, issues, reason := Health(th, tt.obs)
+			if state != tt.state || reason != tt.reason || fmt.Sprint(issues) != tt.issues {
+				t.Errorf("Health = %s %s %v, want %s %s %s", state, reason, issues, tt.state, tt.reason, tt.issues)
 			}
 		})
+	}
+}
+
+func TestObservationCountsHolds(t *testing.T) {
+	rollbackFailed := func(name string) *arbiterv1alpha1.ConflictResolutionOperation {
+		return withReason(finished(name, arbiterv1alpha1.PhaseFailed, 0, nil), arbiterv1alpha1.ReasonRollbackFailed)
+	}
+	var o Observation
+	for _, op := range []*arbiterv1alpha1.ConflictResolutionOperation{
+		finished("plain", arbiterv1alpha1.PhaseRejected, -time.Hour, nil),
+		annotated(finished("kept", arbiterv1alpha1.PhaseRejected, 0, nil), arbiterv1alpha1.KeepAnnotation, "true"),
+		rollbackFailed("unacknowledged"),
+		// Kept does not say its targets were checked: it still awaits acknowledgement.
+		annotated(rollbackFailed("kept-unacknowledged"), arbiterv1alpha1.KeepAnnotation, "true"),
+		annotated(rollbackFailed("acknowledged"), arbiterv1alpha1.AcknowledgedAnnotation, "true"),
+	} {
+		o.Count(op, t0.Add(time.Hour))
+	}
+	if o.Zombies != 5 || o.Kept != 1 || o.AwaitingAcknowledgement != 2 || o.Held() != 3 || o.OldestZombieAge != 2*time.Hour {
+		t.Errorf("observation %+v, want 5 zombies, 1 kept, 2 awaiting acknowledgement, the oldest 2h", o)
 	}
 }
 

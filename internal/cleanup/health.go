@@ -3,6 +3,7 @@ package cleanup
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
@@ -84,9 +85,40 @@ func (l *Latencies) Percentile(p float64) (time.Duration, bool) {
 
 // Observation is what a policy sees of its namespace at one instant.
 type Observation struct {
-	Zombies            int
-	OldestZombieAge    time.Duration
-	FailureRatePercent int32
+	Zombies         int
+	OldestZombieAge time.Duration
+	// Kept and AwaitingAcknowledgement count the zombies held from cleanup
+	// (see HoldOf), among Zombies.
+	Kept, AwaitingAcknowledgement int
+	FailureRatePercent            int32
+}
+
+// Count adds one zombie to the observation made at now.
+func (o *Observation) Count(op *arbiterv1alpha1.ConflictResolutionOperation, now time.Time) {
+	o.Zombies++
+	o.OldestZombieAge = max(o.OldestZombieAge, now.Sub(CompletedAt(op)))
+	switch HoldOf(op) {
+	case HeldAwaitingAcknowledgement:
+		o.AwaitingAcknowledgement++
+	case HeldKept:
+		o.Kept++
+	}
+}
+
+// Held is how many zombies are held from cleanup.
+func (o Observation) Held() int { return o.Kept + o.AwaitingAcknowledgement }
+
+// heldSentence says which zombies are held and why, for status.issues.
+func heldSentence(o Observation) string {
+	var parts []string
+	if o.AwaitingAcknowledgement > 0 {
+		parts = append(parts, fmt.Sprintf("%d %s/%s awaiting %s=true", o.AwaitingAcknowledgement,
+			arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonRollbackFailed, arbiterv1alpha1.AcknowledgedAnnotation))
+	}
+	if o.Kept > 0 {
+		parts = append(parts, fmt.Sprintf("%d %s=true", o.Kept, arbiterv1alpha1.KeepAnnotation))
+	}
+	return fmt.Sprintf("%d zombie(s) held from cleanup: %s", o.Held(), strings.Join(parts, ", "))
 }
 
 // MaxZombieAge is the age past which a zombie makes its policy Degraded:
@@ -99,7 +131,10 @@ func MaxZombieAge(t arbiterv1alpha1.HealthThresholds) time.Duration {
 }
 
 // Health judges an observation against a policy's thresholds. It returns the
-// state, one sentence per threshold crossed, and the condition reason.
+// state, one sentence per threshold crossed and one for the held zombies,
+// and the condition reason. A Failed/RollbackFailed zombie awaiting
+// acknowledgement makes the policy Degraded: a human must act. Zombies kept
+// with arbiter.dev/keep=true alone leave it Healthy, with their sentence.
 func Health(t arbiterv1alpha1.HealthThresholds, o Observation) (arbiterv1alpha1.HealthState, []string, string) {
 	maxZombies, maxAge, maxRate := int32(1000), MaxZombieAge(t), int32(10)
 	if t.MaxZombies != nil {
@@ -120,6 +155,15 @@ func Health(t arbiterv1alpha1.HealthThresholds, o Observation) (arbiterv1alpha1.
 		}
 		state = arbiterv1alpha1.HealthDegraded
 		issues = append(issues, fmt.Sprintf("Oldest zombie is %s old (threshold %s)", o.OldestZombieAge.Round(time.Second), maxAge))
+	}
+	if o.AwaitingAcknowledgement > 0 {
+		if state == arbiterv1alpha1.HealthHealthy {
+			reason = arbiterv1alpha1.ReasonAwaitingAcknowledgement
+		}
+		state = arbiterv1alpha1.HealthDegraded
+	}
+	if o.Held() > 0 {
+		issues = append(issues, heldSentence(o))
 	}
 	if o.FailureRatePercent > maxRate {
 		state, reason = arbiterv1alpha1.HealthUnhealthy, arbiterv1alpha1.ReasonCleanupFailing

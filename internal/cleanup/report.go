@@ -69,8 +69,7 @@ func PolicyReport(p *arbiterv1alpha1.CleanupPolicy, policies []arbiterv1alpha1.C
 		}
 		mine := gov.Name == p.Name
 		if mine && IsZombie(gov, op) {
-			obs.Zombies++
-			obs.OldestZombieAge = max(obs.OldestZombieAge, now.Sub(CompletedAt(op)))
+			obs.Count(op, now)
 		}
 		if !mine && overlappedBy == "" && Selects(p, op) {
 			overlappedBy = gov.Name
@@ -81,6 +80,7 @@ func PolicyReport(p *arbiterv1alpha1.CleanupPolicy, policies []arbiterv1alpha1.C
 	state, issues, reason := Health(p.Spec.Health, obs)
 	s.Health, s.Issues = state, issues
 	s.Zombies = int32(obs.Zombies)
+	s.HeldZombies = int32(obs.Held())
 	s.OldestZombieAgeSeconds = int64(obs.OldestZombieAge.Seconds())
 	s.CleanedTotal += f.Cleaned
 	s.CleanupFailuresTotal += f.Failed

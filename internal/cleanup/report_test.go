@@ -52,7 +52,7 @@ func TestPolicyReport(t *testing.T) {
 				finished("ok", arbiterv1alpha1.PhaseSucceeded, -2*time.Hour, nil),
 				finished("theirs", arbiterv1alpha1.PhaseFailed, -3*time.Hour, audit)),
 			Figures{},
-			"2 5400 Healthy [] true 30s"},
+			"2 5400 Healthy [1 zombie(s) held from cleanup: 1 arbiter.dev/keep=true] true 30s"},
 		{"Degraded above maxZombies",
 			&all, ops(
 				finished("a", arbiterv1alpha1.PhaseRejected, 0, nil),
