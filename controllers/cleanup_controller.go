@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -46,6 +47,8 @@ type CleanupReconciler struct {
 	DefaultStrategy string
 	// Clock tells time to every judgement; the real clock when nil.
 	Clock clock.Clock
+	// Audit writes the audit record of every removal (cleanup_audit.go).
+	Audit logr.Logger
 
 	mu       sync.Mutex
 	trackers map[types.NamespacedName]*policyTracker
@@ -82,7 +85,9 @@ type policyTracker struct {
 
 // NewCleanupReconciler wires the cleanup controller to a manager.
 func NewCleanupReconciler(mgr ctrl.Manager, workers int, defaultStrategy string) *CleanupReconciler {
-	return newCleanupReconciler(mgr.GetClient(), mgr.GetEventRecorder("arbiter-cleanup"), workers, defaultStrategy)
+	r := newCleanupReconciler(mgr.GetClient(), mgr.GetEventRecorder("arbiter-cleanup"), workers, defaultStrategy)
+	r.Audit = mgr.GetLogger().WithName(AuditLoggerName)
+	return r
 }
 
 func newCleanupReconciler(c client.Client, rec recorder.EventRecorder, workers int, defaultStrategy string) *CleanupReconciler {
@@ -92,6 +97,7 @@ func newCleanupReconciler(c client.Client, rec recorder.EventRecorder, workers i
 		Workers:         workers,
 		DefaultStrategy: defaultStrategy,
 		Clock:           clock.RealClock{},
+		Audit:           ctrl.Log.WithName(AuditLoggerName),
 		trackers:        map[types.NamespacedName]*policyTracker{},
 		tickets:         map[types.NamespacedName]ticket{},
 		met:             lru.New(metRecords),

@@ -226,7 +226,8 @@ type reportedAs struct {
 }
 
 // remove deletes one operation as judged, or under dryRun reports that it
-// would. The delete carries preconditions on the UID and resourceVersion it
+// would; every removal and every first dry-run report writes its audit
+// record here, and nowhere else. The delete carries preconditions on the UID and resourceVersion it
 // was judged at, which the API server checks in the same transaction: one
 // that changed since (or a stale cached copy) is left for the next
 // judgement, which its update brings. When the policy's rate limit allows
@@ -245,6 +246,7 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		}
 		r.mu.Unlock()
 		if first {
+			r.audit(gov, judged, why, r.now())
 			metrics.CleanupTotal.WithLabelValues(judged.Namespace, strategy, "dryrun").Inc()
 			r.Recorder.Eventf(judged, gov, corev1.EventTypeNormal, "WouldClean", "Cleanup",
 				"Would be removed (%s) by CleanupPolicy %s, which is in dryRun", why, gov.Name)
@@ -260,6 +262,8 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 	err := r.Client.Delete(ctx, judged, client.Preconditions{UID: &uid, ResourceVersion: &rv})
 	switch {
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+		// Gone already, or changed since judged: arbiter removed nothing,
+		// so there is nothing to audit.
 		return 0, nil
 	case err != nil:
 		r.mu.Lock()
@@ -272,6 +276,8 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		return 0, fmt.Errorf("removing %s: %w", client.ObjectKeyFromObject(judged), err)
 	}
 	now := r.now()
+	// Confirmed by the API server: the one audit record of this removal.
+	r.audit(gov, judged, why, now)
 	latency := now.Sub(cleanup.CompletedAt(judged))
 	r.mu.Lock()
 	t.outcomes.Add(now, false)
@@ -281,8 +287,7 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 	metrics.CleanupTotal.WithLabelValues(judged.Namespace, strategy, "success").Inc()
 	metrics.CleanupLatency.WithLabelValues(strategy).Observe(latency.Seconds())
 	// No event per zombie: it is gone, and a sweep of thousands would cost
-	// as many writes. The policy's report carries one event for them all.
-	ctrl.LoggerFrom(ctx).V(1).Info("Removed zombie", "operation", client.ObjectKeyFromObject(judged),
-		"policy", gov.Name, "why", why, "latency", latency.Round(time.Millisecond))
+	// as many writes. The policy's report carries one event for them all,
+	// and the audit record above names it.
 	return 0, nil
 }

@@ -11,6 +11,7 @@ import (
 	clientevents "k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
@@ -19,11 +20,17 @@ import (
 
 func fakeCleaner(t *testing.T, objs ...client.Object) (*CleanupReconciler, client.Client) {
 	t.Helper()
+	return fakeCleanerWith(t, interceptor.Funcs{}, objs...)
+}
+
+// fakeCleanerWith is fakeCleaner with calls to the fake API intercepted.
+func fakeCleanerWith(t *testing.T, funcs interceptor.Funcs, objs ...client.Object) (*CleanupReconciler, client.Client) {
+	t.Helper()
 	scheme := runtime.NewScheme()
 	if err := arbiterv1alpha1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithInterceptorFuncs(funcs).Build()
 	// A recorder without a channel drops events: these tests make many.
 	return newCleanupReconciler(c, &clientevents.FakeRecorder{}, 1, DefaultStrategyNone), c
 }
