@@ -63,7 +63,9 @@ func (s *recordingSink) Init(info logr.RuntimeInfo) {
 	}
 }
 
-func (s *recordingSink) Enabled(level int) bool { return level == 0 || s.next != nil && s.next.Enabled(level) }
+func (s *recordingSink) Enabled(level int) bool {
+	return level == 0 || s.next != nil && s.next.Enabled(level)
+}
 
 func (s *recordingSink) Info(level int, msg string, kv ...any) {
 	if s.next != nil && s.next.Enabled(level) {

@@ -96,6 +96,39 @@ func expectFastBeforeSlow(waiting, quick []*arbiterv1alpha1.ConflictResolutionOp
 	Expect(left).To(BeNumerically(">", len(waiting)/2), "the other namespace's removals waited for the slow policy")
 }
 
+// auditedIn returns the audit records the manager wrote about the
+// operations of a namespace, by UID.
+func auditedIn(ns string) map[string][]logRecord {
+	byUID := map[string][]logRecord{}
+	for _, rec := range auditLog.all() {
+		if op, ok := rec.Values["operation"].(map[string]any); ok && op["namespace"] == ns {
+			uid, _ := rec.Values["uid"].(string)
+			byUID[uid] = append(byUID[uid], rec)
+		}
+	}
+	return byUID
+}
+
+// uidsOf returns the UIDs of operations.
+func uidsOf(ops []*arbiterv1alpha1.ConflictResolutionOperation) []string {
+	var uids []string
+	for _, op := range ops {
+		uids = append(uids, string(op.UID))
+	}
+	return uids
+}
+
+// failedOn creates an operation on an account that does not exist: it ends
+// Failed/TargetNotFound.
+func failedOn(ns, name string) *arbiterv1alpha1.ConflictResolutionOperation {
+	GinkgoHelper()
+	op := credit(ns, name, 5, 1, "nobody")
+	create(op)
+	got := eventuallyPhase(op, arbiterv1alpha1.PhaseFailed)
+	Expect(got.Status.Reason).To(Equal(arbiterv1alpha1.ReasonTargetNotFound))
+	return got
+}
+
 var _ = Describe("Cleanup", func() {
 	It("Immediate: writes the Rejected status first, then removes the zombie", func() {
 		ns := newNamespace()
@@ -194,6 +227,47 @@ var _ = Describe("Cleanup", func() {
 		Consistently(func() bool { return exists(zombie) }, time.Until(expires)-300*time.Millisecond, util.Interval).Should(BeTrue())
 		Eventually(func() bool { return exists(zombie) }, util.Timeout, util.Interval).Should(BeFalse())
 		Expect(time.Now()).To(BeTemporally(">=", expires))
+	})
+
+	It("retentionByOutcome: each outcome goes at its own retention, the most specific entry winning", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 0)
+		createPolicy(ns, "by-outcome", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.Retention = duration(time.Hour)
+			s.RetentionByOutcome = []arbiterv1alpha1.OutcomeRetention{
+				{Phase: "Rejected", Retention: metav1.Duration{Duration: time.Second}},
+				{Phase: "Failed", Reason: arbiterv1alpha1.ReasonTargetNotFound, Retention: metav1.Duration{Duration: 4 * time.Second}},
+				{Phase: "Failed", Retention: metav1.Duration{Duration: time.Hour}},
+			}
+		})
+		losers, _ := rejectedOn(ns, "alice", 1, nil)
+		notFound := failedOn(ns, "not-found")
+		invalid := credit(ns, "invalid", 5, 1, "alice")
+		invalid.Spec.Params.Raw = []byte(`{"amount": "ten"}`) // Failed/InvalidMutation
+		create(invalid)
+		Expect(eventuallyPhase(invalid, arbiterv1alpha1.PhaseFailed).Status.Reason).To(Equal(arbiterv1alpha1.ReasonInvalidMutation))
+
+		// Rejected: 1s; Failed/TargetNotFound: 4s, and not before.
+		Eventually(func() bool { return exists(losers[0]) }, util.Timeout, util.Interval).Should(BeFalse())
+		expires := notFound.Status.CompletedAt.Add(4 * time.Second)
+		Consistently(func() bool { return exists(notFound) }, time.Until(expires)-300*time.Millisecond, util.Interval).Should(BeTrue())
+		Eventually(func() bool { return exists(notFound) }, util.Timeout, util.Interval).Should(BeFalse())
+		Expect(time.Now()).To(BeTemporally(">=", expires))
+		// Failed for another reason: the phase's entry, an hour.
+		Expect(exists(invalid)).To(BeTrue())
+	})
+
+	It("retentionByOutcome under Immediate: rejections go at once, failures wait for their entry", func() {
+		ns := newNamespace()
+		createAccount(ns, "alice", 0)
+		createPolicy(ns, "immediate", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.Strategy = arbiterv1alpha1.CleanupImmediate
+			s.RetentionByOutcome = []arbiterv1alpha1.OutcomeRetention{{Phase: "Failed", Retention: metav1.Duration{Duration: time.Hour}}}
+		})
+		failed := failedOn(ns, "kept-for-inspection")
+		losers, _ := rejectedOn(ns, "alice", 1, nil)
+		Eventually(func() bool { return exists(losers[0]) }, util.Timeout, util.Interval).Should(BeFalse())
+		Consistently(func() bool { return exists(failed) }, 2*time.Second, util.Interval).Should(BeTrue())
 	})
 
 	It("Lazy: keeps zombies until a new operation meets their target, then removes those older than the retention", func() {
@@ -309,8 +383,17 @@ var _ = Describe("Cleanup", func() {
 			}
 			g.Expect(got.Status.Reason).To(Equal(arbiterv1alpha1.ReasonRollbackFailed))
 		}, util.LongTimeout, util.Interval).Should(Succeed())
+		// Held zombies count, in their own count and sentence; the one a
+		// human must acknowledge makes the policy Degraded.
 		Eventually(func(g Gomega) {
-			g.Expect(policyStatus(p).Zombies).To(BeEquivalentTo(2), "held zombies still count")
+			s := policyStatus(p)
+			g.Expect(s.Zombies).To(BeEquivalentTo(2), "held zombies still count")
+			g.Expect(s.HeldZombies).To(BeEquivalentTo(2))
+			g.Expect(s.Health).To(Equal(arbiterv1alpha1.HealthDegraded))
+			g.Expect(s.Issues).To(ConsistOf("2 zombie(s) held from cleanup: 1 Failed/RollbackFailed awaiting arbiter.dev/acknowledged=true, 1 arbiter.dev/keep=true"))
+			healthy := meta.FindStatusCondition(s.Conditions, arbiterv1alpha1.PolicyHealthy)
+			g.Expect(healthy).NotTo(BeNil())
+			g.Expect(healthy.Reason).To(Equal(arbiterv1alpha1.ReasonAwaitingAcknowledgement))
 		}, util.Timeout, util.Interval).Should(Succeed())
 		Consistently(func() bool { return exists(kept) && exists(stuck) }, 2*time.Second, util.Interval).Should(BeTrue())
 
@@ -320,10 +403,22 @@ var _ = Describe("Cleanup", func() {
 		Expect(k8sClient.Update(ctx, acknowledged)).To(Succeed())
 		Eventually(func() bool { return exists(stuck) }, util.Timeout, util.Interval).Should(BeFalse())
 		Expect(exists(kept)).To(BeTrue())
+		// A kept zombie alone leaves the policy Healthy, still listed.
+		Eventually(func(g Gomega) {
+			s := policyStatus(p)
+			g.Expect(s.HeldZombies).To(BeEquivalentTo(1))
+			g.Expect(s.Health).To(Equal(arbiterv1alpha1.HealthHealthy))
+			g.Expect(s.Issues).To(ConsistOf("1 zombie(s) held from cleanup: 1 arbiter.dev/keep=true"))
+		}, util.Timeout, util.Interval).Should(Succeed())
 		released := get(kept)
 		delete(released.Annotations, arbiterv1alpha1.KeepAnnotation)
 		Expect(k8sClient.Update(ctx, released)).To(Succeed())
 		Eventually(func() bool { return exists(kept) }, util.Timeout, util.Interval).Should(BeFalse())
+		Eventually(func(g Gomega) {
+			s := policyStatus(p)
+			g.Expect(s.HeldZombies).To(BeZero())
+			g.Expect(s.Issues).To(BeEmpty())
+		}, util.Timeout, util.Interval).Should(Succeed())
 	})
 
 	It("Immediate: a slow policy's zombies in one namespace do not hold back removals in another", func() {
@@ -429,6 +524,67 @@ var _ = Describe("Cleanup", func() {
 			g.Expect(policyStatus(p).CleanedTotal).To(BeEquivalentTo(1))
 		}, util.Timeout, util.Interval).Should(Succeed())
 		Consistently(func() bool { return exists(losers[0]) }, time.Second, util.Interval).Should(BeTrue())
+	})
+
+	It("audit: one record per removed zombie, under Immediate, historyLimit and dryRun", func() {
+		immediate, history, dry := newNamespace(), newNamespace(), newNamespace()
+		createAccount(immediate, "alice", 0)
+		createAccount(history, "bob", 0)
+		createAccount(dry, "carol", 0)
+		createPolicy(immediate, "immediate", func(s *arbiterv1alpha1.CleanupPolicySpec) { s.Strategy = arbiterv1alpha1.CleanupImmediate })
+		createPolicy(history, "history", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.Retention = duration(time.Hour)
+			s.HistoryLimit = ptr.To[int32](1)
+		})
+		createPolicy(dry, "dry", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+			s.Strategy = arbiterv1alpha1.CleanupImmediate
+			s.DryRun = true
+		})
+		removed, immediateWinner := rejectedOn(immediate, "alice", 5, nil)
+		var overHistory []*arbiterv1alpha1.ConflictResolutionOperation
+		for range 3 {
+			losers, _ := rejectedOn(history, "bob", 1, nil)
+			overHistory = append(overHistory, losers...)
+		}
+		reported, _ := rejectedOn(dry, "carol", 3, nil)
+
+		expectOnce := func(g Gomega, ns string, ops []*arbiterv1alpha1.ConflictResolutionOperation, msg, why string, dryRun bool) {
+			records := auditedIn(ns)
+			g.Expect(records).To(HaveLen(len(ops)), "records for exactly the removed zombies of %s", ns)
+			for _, op := range ops {
+				g.Expect(records[string(op.UID)]).To(HaveLen(1), "one record for %s", op.Name)
+				rec := records[string(op.UID)][0]
+				g.Expect(rec.Level).To(BeZero(), "at info")
+				g.Expect(rec.Msg).To(Equal(msg))
+				g.Expect(rec.Values).To(HaveLen(17))
+				g.Expect(rec.Values).To(HaveKeyWithValue("dryRun", dryRun))
+				g.Expect(rec.Values).To(HaveKeyWithValue("phase", "Rejected"))
+				g.Expect(rec.Values).To(HaveKeyWithValue("reason", arbiterv1alpha1.ReasonLostStaging))
+				g.Expect(rec.Values).To(HaveKeyWithValue("function", "credit-account"))
+				g.Expect(rec.Values).To(HaveKeyWithValue("requester", Not(BeEmpty())))
+				g.Expect(rec.Values).To(HaveKeyWithValue("winner", Not(BeEmpty())))
+				g.Expect(rec.Values).To(HaveKeyWithValue("why", ContainSubstring(why)))
+			}
+		}
+		check := func(g Gomega) {
+			expectOnce(g, immediate, removed, "Operation removed by cleanup", "Immediate strategy", false)
+			expectOnce(g, history, overHistory[:2], "Operation removed by cleanup", "historyLimit 1 on bob", false)
+			expectOnce(g, dry, reported, "Operation would be removed by cleanup (dry run)", "Immediate strategy", true)
+		}
+		Eventually(check, util.LongTimeout, util.Interval).Should(Succeed())
+		Expect(exists(immediateWinner)).To(BeTrue())
+		Expect(exists(overHistory[2])).To(BeTrue())
+		// Judged again (a policy edit re-judges every zombie), none is
+		// recorded twice.
+		for _, name := range []string{"history", "dry"} {
+			ns := map[string]string{"history": history, "dry": dry}[name]
+			p := &arbiterv1alpha1.CleanupPolicy{}
+			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, p)).To(Succeed())
+			edited := p.DeepCopy()
+			edited.Spec.MaxDeletionsPerSecond = 100
+			Expect(k8sClient.Patch(ctx, edited, client.MergeFrom(p))).To(Succeed())
+		}
+		Consistently(check, 2*time.Second, util.Interval).Should(Succeed())
 	})
 
 	It("never deletes an operation that changed since it was judged", func() {

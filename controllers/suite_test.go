@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -39,6 +40,10 @@ var (
 	ctx         context.Context
 	cancel      context.CancelFunc
 	stopManager func()
+	// suiteLog is the suite's logger, to GinkgoWriter.
+	suiteLog logr.Logger
+	// auditLog holds every audit record the manager under test wrote.
+	auditLog = &logRecords{name: AuditLoggerName}
 )
 
 func TestControllers(t *testing.T) {
@@ -47,7 +52,8 @@ func TestControllers(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	suiteLog = zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true))
+	logf.SetLogger(suiteLog)
 	ctx, cancel = context.WithCancel(context.Background())
 
 	var err error
@@ -90,6 +96,8 @@ func startManager() func() {
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache:                  registry.CacheOptions(),
+		// The suite's log, and the audit records kept for the specs to count.
+		Logger: logr.New(&recordingSink{records: auditLog, next: suiteLog.GetSink()}),
 		// Tests restart the manager in one process.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})

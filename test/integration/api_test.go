@@ -70,6 +70,26 @@ func accountTargets(n int) string {
 	return "[" + strings.Join(items, ", ") + "]"
 }
 
+// outcomeRetentions returns n retentionByOutcome entries as a YAML flow
+// list: one per phase, then one per (phase, reason) arbiter sets, in that
+// order, then repeats (16 are distinct).
+func outcomeRetentions(n int) string {
+	var all []string
+	for _, phase := range []arbiterv1alpha1.ZombiePhase{"Rejected", "Failed", "Cancelled"} {
+		all = append(all, fmt.Sprintf(`{phase: %s, retention: 1h}`, phase))
+	}
+	for _, phase := range []arbiterv1alpha1.ZombiePhase{"Rejected", "Failed", "Cancelled"} {
+		for _, reason := range arbiterv1alpha1.ZombieReasons[phase] {
+			all = append(all, fmt.Sprintf(`{phase: %s, reason: %s, retention: 30m}`, phase, reason))
+		}
+	}
+	items := make([]string, n)
+	for i := range items {
+		items[i] = all[i%len(all)]
+	}
+	return "[" + strings.Join(items, ", ") + "]"
+}
+
 // create submits obj as `kubectl apply` does: with strict field validation,
 // so that unknown fields are refused rather than silently dropped.
 func create(obj client.Object) error {
@@ -201,7 +221,36 @@ var _ = Describe("The API server", func() {
 			"spec.health.maxZombieAge", "should match"),
 		Entry("an unknown policy field", policy(`spec: {schedule: hourly}`),
 			"spec.schedule", "unknown field"),
+		Entry("a phase given two retentions", policy(`spec: {retentionByOutcome: [{phase: Failed, retention: 1h}, {phase: Failed, retention: 2h}]}`),
+			"spec.retentionByOutcome", "each (phase, reason) pair may appear only once"),
+		Entry("a phase and reason given two retentions", policy(`spec: {retentionByOutcome: `+
+			`[{phase: Failed, reason: Timeout, retention: 1h}, {phase: Failed, retention: 1h}, {phase: Failed, reason: Timeout, retention: 2h}]}`),
+			"spec.retentionByOutcome", "each (phase, reason) pair may appear only once"),
+		Entry("a retention for a phase that is not a zombie phase", policy(`spec: {retentionByOutcome: [{phase: Succeeded, retention: 1h}]}`),
+			"spec.retentionByOutcome[0].phase", "Unsupported value"),
+		Entry("a retention for a phase the policy does not list", policy(`spec: {phases: [Rejected], retentionByOutcome: [{phase: Failed, retention: 1h}]}`),
+			"spec.retentionByOutcome", "each entry's phase must be listed in spec.phases"),
+		Entry("a retention for a reason arbiter never sets", policy(`spec: {retentionByOutcome: [{phase: Failed, reason: Timedout, retention: 1h}]}`),
+			"spec.retentionByOutcome[0].reason", "Unsupported value"),
+		Entry("a retention for a reason of another phase", policy(`spec: {retentionByOutcome: [{phase: Rejected, reason: Timeout, retention: 1h}]}`),
+			"spec.retentionByOutcome[0].reason", "reason must be one arbiter sets for the phase"),
+		Entry("a garbage retention for an outcome", policy(`spec: {retentionByOutcome: [{phase: Failed, retention: "1 day"}]}`),
+			"spec.retentionByOutcome[0].retention", "should match"),
+		Entry("a negative retention for an outcome", policy(`spec: {retentionByOutcome: [{phase: Failed, retention: -1h}]}`),
+			"spec.retentionByOutcome[0].retention", "should match"),
+		Entry("an outcome without a retention", policy(`spec: {retentionByOutcome: [{phase: Failed, reason: Timeout}]}`),
+			"spec.retentionByOutcome[0].retention", "Required value"),
+		Entry("17 outcomes", policy(`spec: {phases: [Rejected, Failed, Cancelled], retentionByOutcome: `+outcomeRetentions(17)+`}`),
+			"spec.retentionByOutcome", "at most 16 items"),
 	)
+
+	It("accepts a retention for every outcome arbiter sets, 16 entries", func() {
+		u := policy(`spec: {strategy: Immediate, phases: [Rejected, Failed, Cancelled], retentionByOutcome: ` + outcomeRetentions(16) + `}`)
+		Expect(create(u)).To(Succeed())
+		var p arbiterv1alpha1.CleanupPolicy
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(u), &p)).To(Succeed())
+		Expect(p.Spec.RetentionByOutcome).To(HaveLen(16))
+	})
 
 	It("accepts a minimal operation and fills in every default", func() {
 		u := operation("")
