@@ -561,7 +561,9 @@ var _ = Describe("Cleanup", func() {
 				g.Expect(rec.Values).To(HaveKeyWithValue("phase", "Rejected"))
 				g.Expect(rec.Values).To(HaveKeyWithValue("reason", arbiterv1alpha1.ReasonLostStaging))
 				g.Expect(rec.Values).To(HaveKeyWithValue("function", "credit-account"))
-				g.Expect(rec.Values).To(HaveKeyWithValue("requester", Not(BeEmpty())))
+				g.Expect(op.Spec.RequestedBy).NotTo(BeNil(), "stamped at admission")
+				g.Expect(rec.Values).To(HaveKeyWithValue("requester", op.Spec.RequestedBy.Username))
+				g.Expect(rec.Values).To(HaveKeyWithValue("createdAt", op.CreationTimestamp.UTC().Format(time.RFC3339Nano)))
 				g.Expect(rec.Values).To(HaveKeyWithValue("winner", Not(BeEmpty())))
 				g.Expect(rec.Values).To(HaveKeyWithValue("why", ContainSubstring(why)))
 			}
