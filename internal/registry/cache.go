@@ -13,8 +13,8 @@ const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
 // CacheOptions is how the manager caches objects. Every object loses its
 // managedFields, and a finished operation keeps only what cleanup and
-// staging read: its identity, labels, priority, parent, targets' names and
-// its phase and times. Zombies can number tens of thousands, and arbiter
+// staging read: its identity, labels, priority, parent, targets' names,
+// requester's username, and its phase and times. Zombies can number tens of thousands, and arbiter
 // never applies a finished operation again; clients still read the whole
 // object from the API server.
 func CacheOptions() cache.Options {
@@ -37,7 +37,10 @@ func TrimFinished(obj any) (any, error) {
 	// The object is fresh from the watch and not shared yet: trimmed in place.
 	delete(op.Annotations, lastApplied)
 	op.Spec.Params = nil
-	op.Spec.RequestedBy = nil
+	// The username alone is kept, for cleanup's audit record of its removal.
+	if op.Spec.RequestedBy != nil {
+		op.Spec.RequestedBy = &arbiterv1alpha1.RequesterInfo{Username: op.Spec.RequestedBy.Username}
+	}
 	for i := range op.Spec.Targets {
 		t := &op.Spec.Targets[i]
 		t.JSONPatch, t.MergePatch, t.Expression = nil, nil, ""

@@ -18,7 +18,7 @@ func operationIn(phase arbiterv1alpha1.OperationPhase) *arbiterv1alpha1.Conflict
 		Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{
 			Function: "credit", Priority: 7, Params: &apiextensionsv1.JSON{Raw: []byte(`{"amount": 1}`)},
 			ParentRef:   &arbiterv1alpha1.OperationReference{Name: "parent"},
-			RequestedBy: &arbiterv1alpha1.RequesterInfo{Username: "alice"},
+			RequestedBy: &arbiterv1alpha1.RequesterInfo{Username: "alice", UID: "42", Groups: []string{"tellers"}},
 			Targets: []arbiterv1alpha1.Target{{APIVersion: "v1", Kind: "ConfigMap", Name: "cm",
 				Expression: `[JSONPatch{op: "add", path: "/data/x", value: "y"}]`}},
 		},
@@ -28,6 +28,7 @@ func operationIn(phase arbiterv1alpha1.OperationPhase) *arbiterv1alpha1.Conflict
 	}
 }
 
+// The requester's username is kept for cleanup's audit record.
 func TestTrimFinishedKeepsWhatCleanupAndStagingRead(t *testing.T) {
 	out, err := TrimFinished(operationIn(arbiterv1alpha1.PhaseRejected))
 	if err != nil {
@@ -35,13 +36,14 @@ func TestTrimFinishedKeepsWhatCleanupAndStagingRead(t *testing.T) {
 	}
 	op := out.(*arbiterv1alpha1.ConflictResolutionOperation)
 	switch {
-	case op.ManagedFields != nil, op.Spec.Params != nil, op.Spec.RequestedBy != nil, op.Spec.Targets[0].Expression != "",
+	case op.ManagedFields != nil, op.Spec.Params != nil, op.Spec.RequestedBy.UID != "", op.Spec.RequestedBy.Groups != nil,
+		op.Spec.Targets[0].Expression != "",
 		op.Status.Message != "", op.Status.Conditions != nil, op.Status.Targets != nil:
 		t.Errorf("a finished operation keeps what only executing needs: %+v", op)
 	case op.Annotations[lastApplied] != "":
 		t.Error("the last-applied copy of the manifest is kept")
 	case op.Name != "op", op.Labels["team"] != "a", op.Annotations[arbiterv1alpha1.CancelAnnotation] != "true",
-		op.Spec.Priority != 7, op.Spec.ParentRef == nil, op.Spec.Function != "credit",
+		op.Spec.Priority != 7, op.Spec.ParentRef == nil, op.Spec.Function != "credit", op.Spec.RequestedBy.Username != "alice",
 		op.Spec.Targets[0].Name != "cm", op.Spec.Targets[0].Kind != "ConfigMap", op.Spec.Targets[0].APIVersion != "v1",
 		op.Status.Phase != arbiterv1alpha1.PhaseRejected, op.Status.Reason != "R", op.Status.CompletedAt == nil:
 		t.Errorf("a finished operation lost what cleanup or staging read: %+v", op)
