@@ -109,15 +109,6 @@ func auditedIn(ns string) map[string][]logRecord {
 	return byUID
 }
 
-// uidsOf returns the UIDs of operations.
-func uidsOf(ops []*arbiterv1alpha1.ConflictResolutionOperation) []string {
-	var uids []string
-	for _, op := range ops {
-		uids = append(uids, string(op.UID))
-	}
-	return uids
-}
-
 // failedOn creates an operation on an account that does not exist: it ends
 // Failed/TargetNotFound.
 func failedOn(ns, name string) *arbiterv1alpha1.ConflictResolutionOperation {

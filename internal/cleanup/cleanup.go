@@ -140,14 +140,14 @@ func (v Verdict) Due(now time.Time) bool { return v.Removable && !now.Before(v.A
 type Hold int
 
 const (
-	// NotHeld: cleanup may remove it.
+	// NotHeld means cleanup may remove it.
 	NotHeld Hold = iota
-	// HeldAwaitingAcknowledgement: it is Failed/RollbackFailed and not
+	// HeldAwaitingAcknowledgement means it is Failed/RollbackFailed and not
 	// annotated arbiter.dev/acknowledged=true; a human must check the
 	// targets its message names. It takes precedence over a keep
 	// annotation: keeping an operation does not say its targets were checked.
 	HeldAwaitingAcknowledgement
-	// HeldKept: it is annotated arbiter.dev/keep=true.
+	// HeldKept means it is annotated arbiter.dev/keep=true.
 	HeldKept
 )
 
