@@ -227,8 +227,9 @@ type reportedAs struct {
 
 // remove deletes one operation as judged, or under dryRun reports that it
 // would; every removal and every first dry-run report writes its audit
-// record here, and nowhere else. The delete carries preconditions on the UID and resourceVersion it
-// was judged at, which the API server checks in the same transaction: one
+// record here, and nowhere else. The delete carries preconditions on the
+// UID and resourceVersion it was judged at, which the API server checks in
+// the same transaction: one
 // that changed since (or a stale cached copy) is left for the next
 // judgement, which its update brings. When the policy's rate limit allows
 // no deletion yet, it deletes nothing and returns how long to wait.
