@@ -11,5 +11,8 @@ package controllers
 // +kubebuilder:rbac:groups=arbiter.dev,resources=conflictresolutionoperations/finalizers,verbs=update
 // +kubebuilder:rbac:groups=arbiter.dev,resources=cleanuppolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=arbiter.dev,resources=cleanuppolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=arbiter.dev,resources=clustercleanuppolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=arbiter.dev,resources=clustercleanuppolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create

@@ -64,7 +64,7 @@ const (
 	ReasonInvalidParent = "InvalidParent"
 )
 
-// Condition types of CleanupPolicy.
+// Condition types of CleanupPolicy and ClusterCleanupPolicy.
 const (
 	// PolicyReady is True once the policy has been evaluated.
 	PolicyReady = "Ready"
@@ -75,7 +75,7 @@ const (
 	PolicyOverlapping = "Overlapping"
 )
 
-// Reasons of CleanupPolicy conditions.
+// Reasons of CleanupPolicy and ClusterCleanupPolicy conditions.
 const (
 	// ReasonEvaluated: the policy was evaluated.
 	ReasonEvaluated = "Evaluated"
@@ -95,7 +95,8 @@ const (
 	ReasonOverlapsOlderPolicy = "OverlapsOlderPolicy"
 	// ReasonNoOverlap: no older policy selects the same operations.
 	ReasonNoOverlap = "NoOverlap"
-	// ReasonInvalidSelector: spec.selector does not parse, so the policy
-	// selects no operation.
+	// ReasonInvalidSelector: spec.selector (or a ClusterCleanupPolicy's
+	// spec.namespaceSelector) does not parse, so the policy selects no
+	// operation.
 	ReasonInvalidSelector = "InvalidSelector"
 )

@@ -1,7 +1,7 @@
 // Package v1alpha1 contains the arbiter.dev/v1alpha1 API: ConflictResolutionOperation,
 // a declarative change request that arbiter arbitrates against other requests for
-// the same target object, and CleanupPolicy, which decides how the operations that
-// lost or failed ("zombies") are removed.
+// the same target object, and CleanupPolicy and ClusterCleanupPolicy, which decide
+// how the operations that lost or failed ("zombies") are removed.
 //
 // +kubebuilder:object:generate=true
 // +groupName=arbiter.dev
@@ -30,6 +30,8 @@ func addKnownTypes(scheme *runtime.Scheme) error {
 		&ConflictResolutionOperationList{},
 		&CleanupPolicy{},
 		&CleanupPolicyList{},
+		&ClusterCleanupPolicy{},
+		&ClusterCleanupPolicyList{},
 	)
 	metav1.AddToGroupVersion(scheme, GroupVersion)
 	return nil
