@@ -8,6 +8,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/lru"
@@ -29,16 +31,17 @@ const healthRefresh = cleanup.ReportInterval
 // DefaultStrategyNone keeps operations that no CleanupPolicy selects.
 const DefaultStrategyNone = "None"
 
-// CleanupReconciler removes zombie operations as the CleanupPolicy that
-// governs each says, and keeps every policy's health report.
+// CleanupReconciler removes zombie operations as the CleanupPolicy or
+// ClusterCleanupPolicy that governs each says, and keeps every policy's
+// health report.
 //
-// It runs two controllers over shared state. The zombie controller
+// It runs three controllers over shared state. The zombie controller
 // (zombie_controller.go) reconciles finished operations one by one:
 // Immediate removes them at once, Deferred when their retention expires
 // (RequeueAfter, a timer per object), Lazy never on a timer but when the
-// operation controller meets their target (MeetTargets). The policy
-// controller (cleanuppolicy_controller.go) keeps each policy's report, which
-// cleanup.PolicyReport judges.
+// operation controller meets their target (MeetTargets). The census and
+// cluster policy controllers (cleanuppolicy_controller.go) keep the
+// reports: one pass over a namespace's operations for all its policies.
 type CleanupReconciler struct {
 	Client   client.Client
 	Recorder recorder.EventRecorder
@@ -50,8 +53,15 @@ type CleanupReconciler struct {
 	// Audit writes the audit record of every removal (cleanup_audit.go).
 	Audit logr.Logger
 
-	mu       sync.Mutex
+	// selectors parses each policy's selectors once per generation.
+	selectors *cleanup.Selectors
+
+	mu sync.Mutex
+	// trackers are by policy key (cleanup.Key): a ClusterCleanupPolicy's
+	// has an empty namespace, which no CleanupPolicy's has.
 	trackers map[types.NamespacedName]*policyTracker
+	// censuses are the last census of each namespace that has a policy.
+	censuses map[string]*namespaceCensus
 	// tickets are the deletion tokens reserved for zombies that wait for
 	// their policy's rate limit, by zombie.
 	tickets map[types.NamespacedName]ticket
@@ -64,9 +74,13 @@ type CleanupReconciler struct {
 	// meetings carries the operations arbiter meets, to the zombie
 	// controller's queue.
 	meetings chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]
-	// reportsDue carries policies whose report a failed or dry-run removal
-	// changed: no operation event follows those to refresh it.
+	// reportsDue carries CleanupPolicies whose report a failed or dry-run
+	// removal changed (no operation event follows those to refresh it), to
+	// a census of their namespace.
 	reportsDue chan event.TypedGenericEvent[*arbiterv1alpha1.CleanupPolicy]
+	// clusterReportsDue carries the ClusterCleanupPolicies whose report a
+	// removal or a census changed.
+	clusterReportsDue chan event.TypedGenericEvent[*arbiterv1alpha1.ClusterCleanupPolicy]
 }
 
 // policyTracker is what a policy's report needs that the cluster does not
@@ -78,9 +92,6 @@ type policyTracker struct {
 	latencies cleanup.Latencies
 	cleaned   int64
 	failed    int64
-	// reportCost is how long the last report took to read and judge the
-	// namespace's finished operations; it spaces the next refresh.
-	reportCost time.Duration
 }
 
 // NewCleanupReconciler wires the cleanup controller to a manager.
@@ -92,18 +103,21 @@ func NewCleanupReconciler(mgr ctrl.Manager, workers int, defaultStrategy string)
 
 func newCleanupReconciler(c client.Client, rec recorder.EventRecorder, workers int, defaultStrategy string) *CleanupReconciler {
 	return &CleanupReconciler{
-		Client:          c,
-		Recorder:        rec,
-		Workers:         workers,
-		DefaultStrategy: defaultStrategy,
-		Clock:           clock.RealClock{},
-		Audit:           ctrl.Log.WithName(AuditLoggerName),
-		trackers:        map[types.NamespacedName]*policyTracker{},
-		tickets:         map[types.NamespacedName]ticket{},
-		met:             lru.New(metRecords),
-		reported:        lru.New(reportedRecords),
-		meetings:        make(chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation], 4096),
-		reportsDue:      make(chan event.TypedGenericEvent[*arbiterv1alpha1.CleanupPolicy], 1024),
+		Client:            c,
+		Recorder:          rec,
+		Workers:           workers,
+		DefaultStrategy:   defaultStrategy,
+		Clock:             clock.RealClock{},
+		Audit:             ctrl.Log.WithName(AuditLoggerName),
+		selectors:         cleanup.NewSelectors(),
+		trackers:          map[types.NamespacedName]*policyTracker{},
+		censuses:          map[string]*namespaceCensus{},
+		tickets:           map[types.NamespacedName]ticket{},
+		met:               lru.New(metRecords),
+		reported:          lru.New(reportedRecords),
+		meetings:          make(chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation], 4096),
+		reportsDue:        make(chan event.TypedGenericEvent[*arbiterv1alpha1.CleanupPolicy], 1024),
+		clusterReportsDue: make(chan event.TypedGenericEvent[*arbiterv1alpha1.ClusterCleanupPolicy], 1024),
 	}
 }
 
@@ -114,8 +128,8 @@ func (r *CleanupReconciler) now() time.Time {
 	return r.Clock.Now()
 }
 
-// SetupWithManager registers the zombie and policy controllers and the
-// tracker sweep.
+// SetupWithManager registers the zombie, census and cluster policy
+// controllers and the tracker sweep.
 func (r *CleanupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.Add(manager.RunnableFunc(r.sweepTrackers)); err != nil {
 		return err
@@ -123,7 +137,7 @@ func (r *CleanupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := r.setupZombies(mgr); err != nil {
 		return err
 	}
-	return r.setupPolicies(mgr)
+	return r.setupReports(mgr)
 }
 
 // terminal passes every event of a finished operation, changes of its
@@ -134,20 +148,35 @@ var terminal = predicate.NewPredicateFuncs(func(o client.Object) bool {
 	return ok && op.Status.Phase.IsTerminal()
 })
 
-// policies lists the cleanup policies of a namespace.
-func (r *CleanupReconciler) policies(ctx context.Context, namespace string) ([]arbiterv1alpha1.CleanupPolicy, error) {
-	var list arbiterv1alpha1.CleanupPolicyList
-	if err := r.Client.List(ctx, &list, client.InNamespace(namespace)); err != nil {
+// candidates gathers the policies that may govern a namespace's
+// operations: its CleanupPolicies and the ClusterCleanupPolicies whose
+// namespaceSelector selects its labels, all from the cache.
+func (r *CleanupReconciler) candidates(ctx context.Context, namespace string) (*cleanup.Candidates, error) {
+	var policies arbiterv1alpha1.CleanupPolicyList
+	if err := r.Client.List(ctx, &policies, client.InNamespace(namespace)); err != nil {
 		return nil, fmt.Errorf("listing cleanup policies of %s: %w", namespace, err)
 	}
-	return list.Items, nil
+	var clusters arbiterv1alpha1.ClusterCleanupPolicyList
+	if err := r.Client.List(ctx, &clusters); err != nil {
+		return nil, fmt.Errorf("listing cluster cleanup policies: %w", err)
+	}
+	var namespaceLabels map[string]string
+	if len(clusters.Items) > 0 {
+		ns := &metav1.PartialObjectMetadata{}
+		ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+		if err := r.Client.Get(ctx, types.NamespacedName{Name: namespace}, ns); client.IgnoreNotFound(err) != nil {
+			return nil, fmt.Errorf("reading the labels of namespace %s: %w", namespace, err)
+		}
+		namespaceLabels = ns.Labels
+	}
+	return cleanup.NewCandidates(namespace, namespaceLabels, policies.Items, clusters.Items, r.selectors), nil
 }
 
 // governing returns the policy that governs op among its namespace's
-// policies: the oldest selecting policy, else the operator-wide default,
-// else nil.
-func (r *CleanupReconciler) governing(op *arbiterv1alpha1.ConflictResolutionOperation, policies []arbiterv1alpha1.CleanupPolicy) *arbiterv1alpha1.CleanupPolicy {
-	if p := cleanup.Governing(op, policies); p != nil {
+// candidates: the oldest selecting CleanupPolicy, else the oldest selecting
+// ClusterCleanupPolicy, else the operator-wide default, else nil.
+func (r *CleanupReconciler) governing(op *arbiterv1alpha1.ConflictResolutionOperation, cands *cleanup.Candidates) *arbiterv1alpha1.CleanupPolicy {
+	if p := cands.Governing(op); p != nil {
 		return p
 	}
 	if r.DefaultStrategy == "" || r.DefaultStrategy == DefaultStrategyNone {
@@ -161,7 +190,7 @@ func (r *CleanupReconciler) governing(op *arbiterv1alpha1.ConflictResolutionOper
 func (r *CleanupReconciler) tracker(p *arbiterv1alpha1.CleanupPolicy) *policyTracker {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	k := client.ObjectKeyFromObject(p)
+	k := cleanup.Key(p)
 	t, ok := r.trackers[k]
 	perSecond := max(p.Spec.MaxDeletionsPerSecond, 1)
 	if !ok {
@@ -191,7 +220,7 @@ func (r *CleanupReconciler) sweepTrackers(ctx context.Context) error {
 }
 
 // sweep drops the trackers of policies that are gone (a removal racing a
-// policy's deletion can re-create one after reconcilePolicy dropped it), and
+// policy's deletion can re-create one after its report dropped it), and
 // the operator-wide default's of a namespace once its bucket is full again:
 // a new one would be the same, and namespaces come and go.
 func (r *CleanupReconciler) sweep(ctx context.Context) error {
@@ -199,9 +228,16 @@ func (r *CleanupReconciler) sweep(ctx context.Context) error {
 	if err := r.Client.List(ctx, &list); err != nil {
 		return fmt.Errorf("listing cleanup policies: %w", err)
 	}
-	live := make(map[types.NamespacedName]bool, len(list.Items))
+	var clusters arbiterv1alpha1.ClusterCleanupPolicyList
+	if err := r.Client.List(ctx, &clusters); err != nil {
+		return fmt.Errorf("listing cluster cleanup policies: %w", err)
+	}
+	live := make(map[types.NamespacedName]bool, len(list.Items)+len(clusters.Items))
 	for i := range list.Items {
-		live[client.ObjectKeyFromObject(&list.Items[i])] = true
+		live[cleanup.Key(&list.Items[i])] = true
+	}
+	for i := range clusters.Items {
+		live[cleanup.Key(cleanup.ClusterView(&clusters.Items[i]))] = true
 	}
 	now := r.now()
 	r.mu.Lock()

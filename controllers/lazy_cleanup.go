@@ -43,14 +43,14 @@ func (r *CleanupReconciler) MeetTargets(op *arbiterv1alpha1.ConflictResolutionOp
 func (r *CleanupReconciler) enqueueMet(ctx context.Context, e event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation],
 	q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	op := e.Object
-	policies, err := r.policies(ctx, op.Namespace)
+	cands, err := r.candidates(ctx, op.Namespace)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Lazy cleanup skipped a meeting", "operation", client.ObjectKeyFromObject(op))
 		return
 	}
 	// Most namespaces have no Lazy policy: then a target's operations need
 	// not be read at all.
-	if r.DefaultStrategy != string(arbiterv1alpha1.CleanupLazy) && !slices.ContainsFunc(policies, func(p arbiterv1alpha1.CleanupPolicy) bool {
+	if r.DefaultStrategy != string(arbiterv1alpha1.CleanupLazy) && !slices.ContainsFunc(cands.Policies(), func(p *arbiterv1alpha1.CleanupPolicy) bool {
 		return p.Spec.Strategy == arbiterv1alpha1.CleanupLazy
 	}) {
 		return
@@ -67,7 +67,7 @@ func (r *CleanupReconciler) enqueueMet(ctx context.Context, e event.TypedGeneric
 			if !z.Status.Phase.IsTerminal() || !z.DeletionTimestamp.IsZero() {
 				continue
 			}
-			gov := r.governing(z, policies)
+			gov := r.governing(z, cands)
 			if gov == nil || gov.Spec.Strategy != arbiterv1alpha1.CleanupLazy || !cleanup.Judge(gov, z).Due(now) {
 				continue
 			}

@@ -6,7 +6,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -15,28 +14,26 @@ import (
 	"github.com/arbiter-dev/arbiter/internal/staging"
 )
 
-// A policy's report is refreshed a second after an event, unless its last
-// report was costly: then reportSpacing times that cost after, but never
+// A namespace's census is taken a second after an event, unless its last
+// census was costly: then reportSpacing times that cost after, but never
 // later than the timer would.
-func TestRefreshDelaySpacesCostlyReports(t *testing.T) {
-	cheap, costly, huge, unknown := types.NamespacedName{Namespace: "a", Name: "cheap"}, types.NamespacedName{Namespace: "a", Name: "costly"},
-		types.NamespacedName{Namespace: "a", Name: "huge"}, types.NamespacedName{Namespace: "a", Name: "new"}
-	r := &CleanupReconciler{trackers: map[types.NamespacedName]*policyTracker{
-		cheap:  {reportCost: 10 * time.Millisecond},
-		costly: {reportCost: 300 * time.Millisecond},
-		huge:   {reportCost: 5 * time.Second},
+func TestRefreshDelaySpacesCostlyCensuses(t *testing.T) {
+	r := &CleanupReconciler{censuses: map[string]*namespaceCensus{
+		"cheap":  {cost: 10 * time.Millisecond},
+		"costly": {cost: 300 * time.Millisecond},
+		"huge":   {cost: 5 * time.Second},
 	}}
 	for _, tc := range []struct {
-		policy types.NamespacedName
-		want   time.Duration
+		namespace string
+		want      time.Duration
 	}{
-		{unknown, policyRefreshDelay},
-		{cheap, policyRefreshDelay},
-		{costly, 6 * time.Second},
-		{huge, healthRefresh},
+		{"new", policyRefreshDelay},
+		{"cheap", policyRefreshDelay},
+		{"costly", 6 * time.Second},
+		{"huge", healthRefresh},
 	} {
-		if got := r.refreshDelay(tc.policy); got != tc.want {
-			t.Errorf("refreshDelay(%s) = %v, want %v", tc.policy, got, tc.want)
+		if got := r.refreshDelay(tc.namespace); got != tc.want {
+			t.Errorf("refreshDelay(%s) = %v, want %v", tc.namespace, got, tc.want)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -34,8 +35,9 @@ const (
 )
 
 // setupZombies registers the zombie controller: every finished operation is
-// reconciled, when it changes, when a policy of its namespace changes, and
-// when lazy cleanup meets it.
+// reconciled, when it changes, when a policy that may govern it changes,
+// when its namespace is relabelled (which cluster policies cover it
+// changes), and when lazy cleanup meets it.
 func (r *CleanupReconciler) setupZombies(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("cleanup").
@@ -43,6 +45,10 @@ func (r *CleanupReconciler) setupZombies(mgr ctrl.Manager) error {
 		// A policy's spec, not its status reports, changes which zombies it removes.
 		Watches(&arbiterv1alpha1.CleanupPolicy{}, handler.EnqueueRequestsFromMapFunc(r.policyToZombies),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&arbiterv1alpha1.ClusterCleanupPolicy{}, handler.EnqueueRequestsFromMapFunc(r.clusterPolicyToZombies),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceToZombies), builder.OnlyMetadata,
+			builder.WithPredicates(relabelled)).
 		WatchesRawSource(source.Channel(r.meetings, handler.TypedFuncs[*arbiterv1alpha1.ConflictResolutionOperation, reconcile.Request]{
 			GenericFunc: r.enqueueMet,
 		})).
@@ -53,17 +59,59 @@ func (r *CleanupReconciler) setupZombies(mgr ctrl.Manager) error {
 // policyToZombies re-judges a namespace's finished operations when a policy
 // changes: a new or edited policy applies to zombies already there.
 func (r *CleanupReconciler) policyToZombies(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.finishedIn(ctx, o.GetNamespace())
+}
+
+// clusterPolicyToZombies re-judges the finished operations of the
+// namespaces a changed ClusterCleanupPolicy covers, before and after the
+// change (the map sees both objects of an update).
+func (r *CleanupReconciler) clusterPolicyToZombies(ctx context.Context, o client.Object) []reconcile.Request {
+	cp, ok := o.(*arbiterv1alpha1.ClusterCleanupPolicy)
+	if !ok {
+		return nil
+	}
+	namespaces, err := r.namespacesCoveredBy(ctx, cp)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing the namespaces of a changed cluster policy", "clusterCleanupPolicy", cp.Name)
+		return nil
+	}
 	var reqs []reconcile.Request
-	for _, p := range []arbiterv1alpha1.OperationPhase{arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.PhaseFailed,
-		arbiterv1alpha1.PhaseCancelled, arbiterv1alpha1.PhaseSucceeded} {
-		ops, err := registry.InPhases(ctx, r.Client, o.GetNamespace(), p)
-		if err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Listing operations for a changed policy", "policy", client.ObjectKeyFromObject(o))
-			return nil
-		}
-		for _, op := range ops {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&op)})
-		}
+	for _, ns := range namespaces {
+		reqs = append(reqs, r.finishedIn(ctx, ns)...)
+	}
+	return reqs
+}
+
+// relabelled passes a namespace's label changes only: which cluster
+// policies cover it follows its labels.
+var relabelled = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc:  predicate.LabelChangedPredicate{}.Update,
+}
+
+// namespaceToZombies re-judges a relabelled namespace's finished
+// operations, when there is a cluster policy its labels could matter to.
+func (r *CleanupReconciler) namespaceToZombies(ctx context.Context, o client.Object) []reconcile.Request {
+	var clusters arbiterv1alpha1.ClusterCleanupPolicyList
+	if err := r.Client.List(ctx, &clusters); err != nil || len(clusters.Items) == 0 {
+		return nil
+	}
+	return r.finishedIn(ctx, o.GetName())
+}
+
+// finishedIn lists a namespace's finished operations as requests.
+func (r *CleanupReconciler) finishedIn(ctx context.Context, namespace string) []reconcile.Request {
+	ops, err := registry.InPhases(ctx, r.Client, namespace, arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.PhaseFailed,
+		arbiterv1alpha1.PhaseCancelled, arbiterv1alpha1.PhaseSucceeded)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing finished operations to judge again", "namespace", namespace)
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(ops))
+	for i := range ops {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&ops[i])})
 	}
 	return reqs
 }
@@ -83,11 +131,11 @@ func (r *CleanupReconciler) reconcileZombie(ctx context.Context, req ctrl.Reques
 		r.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
-	policies, err := r.policies(ctx, op.Namespace)
+	cands, err := r.candidates(ctx, op.Namespace)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	gov := r.governing(op, policies)
+	gov := r.governing(op, cands)
 	if gov == nil {
 		r.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
@@ -97,7 +145,7 @@ func (r *CleanupReconciler) reconcileZombie(ctx context.Context, req ctrl.Reques
 	// token: then this one comes back for it.
 	var history time.Duration
 	if v.Zombie && gov.Spec.HistoryLimit != nil {
-		if history, err = r.enforceHistory(ctx, gov, policies, op); err != nil {
+		if history, err = r.enforceHistory(ctx, gov, cands, op); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -149,14 +197,14 @@ func (r *CleanupReconciler) dispose(ctx context.Context, gov *arbiterv1alpha1.Cl
 // enforceHistory removes the oldest zombies of op's targets beyond the
 // policy's historyLimit, among those the policy governs. It returns how long
 // to wait for the next deletion token, when one is missing.
-func (r *CleanupReconciler) enforceHistory(ctx context.Context, gov *arbiterv1alpha1.CleanupPolicy, policies []arbiterv1alpha1.CleanupPolicy,
+func (r *CleanupReconciler) enforceHistory(ctx context.Context, gov *arbiterv1alpha1.CleanupPolicy, cands *cleanup.Candidates,
 	op *arbiterv1alpha1.ConflictResolutionOperation) (time.Duration, error) {
 	for _, t := range op.Spec.Targets {
 		ops, err := registry.OnTarget(ctx, r.Client, registry.KeyOf(op.Namespace, t))
 		if err != nil {
 			return 0, err
 		}
-		for _, z := range cleanup.OverHistory(gov, policies, ops) {
+		for _, z := range cleanup.OverHistory(gov, cands, ops) {
 			wait, err := r.remove(ctx, gov, z, fmt.Sprintf("historyLimit %d on %s", *gov.Spec.HistoryLimit, t.Name))
 			if err != nil || wait > 0 {
 				return wait, err
@@ -249,8 +297,8 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		if first {
 			r.audit(gov, judged, why, r.now())
 			metrics.CleanupTotal.WithLabelValues(judged.Namespace, strategy, "dryrun").Inc()
-			r.Recorder.Eventf(judged, gov, corev1.EventTypeNormal, "WouldClean", "Cleanup",
-				"Would be removed (%s) by CleanupPolicy %s, which is in dryRun", why, gov.Name)
+			r.Recorder.Eventf(judged, regarding(gov), corev1.EventTypeNormal, "WouldClean", "Cleanup",
+				"Would be removed (%s) by %s, which is in dryRun", why, cleanup.KindName(gov))
 			r.reportDue(gov)
 		}
 		return 0, nil
@@ -272,7 +320,7 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		t.failed++
 		r.mu.Unlock()
 		metrics.CleanupTotal.WithLabelValues(judged.Namespace, strategy, "failure").Inc()
-		r.Recorder.Eventf(judged, gov, corev1.EventTypeWarning, "CleanupFailed", "Cleanup", "Could not remove it (%s): %v", why, err)
+		r.Recorder.Eventf(judged, regarding(gov), corev1.EventTypeWarning, "CleanupFailed", "Cleanup", "Could not remove it (%s): %v", why, err)
 		r.reportDue(gov)
 		return 0, fmt.Errorf("removing %s: %w", client.ObjectKeyFromObject(judged), err)
 	}

@@ -92,7 +92,7 @@ func TestDryRunReportsAreBoundedAndForgotten(t *testing.T) {
 func TestTrackersOfDeletedPoliciesAreDropped(t *testing.T) {
 	live := testPolicy("a", "live", nil)
 	r, _ := fakeCleaner(t, live)
-	gone := testPolicy("a", "gone", nil)
+	gone := testPolicy("z", "gone", nil)
 	idleDefault := cleanup.DefaultPolicy("b", arbiterv1alpha1.CleanupImmediate)
 	busyDefault := cleanup.DefaultPolicy("c", arbiterv1alpha1.CleanupImmediate)
 	for _, p := range []*arbiterv1alpha1.CleanupPolicy{live, gone, idleDefault, busyDefault} {
@@ -100,7 +100,7 @@ func TestTrackersOfDeletedPoliciesAreDropped(t *testing.T) {
 	}
 	r.trackers[client.ObjectKeyFromObject(busyDefault)].limiter.AllowN(time.Now(), 10)
 
-	if _, err := r.reconcilePolicy(t.Context(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(gone)}); err != nil {
+	if _, err := r.reconcileNamespace(t.Context(), namespaceRequest(gone.Namespace)); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := r.trackers[client.ObjectKeyFromObject(gone)]; ok {

@@ -11,53 +11,9 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 )
-
-// Selects reports whether a policy governs an operation of its namespace by
-// label. An unset selector selects every operation; one that does not parse
-// selects none.
-func Selects(p *arbiterv1alpha1.CleanupPolicy, op *arbiterv1alpha1.ConflictResolutionOperation) bool {
-	if p.Namespace != op.Namespace {
-		return false
-	}
-	sel, err := selector(p)
-	if err != nil {
-		return false // reported by the policy's Ready condition
-	}
-	return sel.Matches(labels.Set(op.Labels))
-}
-
-// selector is the policy's spec.selector; everything when unset.
-func selector(p *arbiterv1alpha1.CleanupPolicy) (labels.Selector, error) {
-	if p.Spec.Selector == nil {
-		return labels.Everything(), nil
-	}
-	return metav1.LabelSelectorAsSelector(p.Spec.Selector)
-}
-
-// Older orders policies for precedence: the oldest, then the lowest name.
-func Older(a, b *arbiterv1alpha1.CleanupPolicy) bool {
-	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-		return a.CreationTimestamp.Before(&b.CreationTimestamp)
-	}
-	return a.Name < b.Name
-}
-
-// Governing returns the policy that governs op (the oldest that selects it),
-// or nil.
-func Governing(op *arbiterv1alpha1.ConflictResolutionOperation, policies []arbiterv1alpha1.CleanupPolicy) *arbiterv1alpha1.CleanupPolicy {
-	var gov *arbiterv1alpha1.CleanupPolicy
-	for i := range policies {
-		p := &policies[i]
-		if p.DeletionTimestamp.IsZero() && Selects(p, op) && (gov == nil || Older(p, gov)) {
-			gov = p
-		}
-	}
-	return gov
-}
 
 // Retention is how long zombies are kept when retentionByOutcome has no
 // entry for their outcome: spec.retention, or the strategy's default
@@ -210,18 +166,11 @@ func judge(p *arbiterv1alpha1.CleanupPolicy, op *arbiterv1alpha1.ConflictResolut
 	return Verdict{}
 }
 
-// GovernedBy reports whether p is the policy that governs op among the
-// namespace's policies (see Governing).
-func GovernedBy(p *arbiterv1alpha1.CleanupPolicy, op *arbiterv1alpha1.ConflictResolutionOperation, policies []arbiterv1alpha1.CleanupPolicy) bool {
-	gov := Governing(op, policies)
-	return gov != nil && gov.Namespace == p.Namespace && gov.Name == p.Name
-}
-
 // OverHistory returns, oldest first, the operations of one target to remove
 // now under the limiting policy's historyLimit. Only the zombies that policy
 // governs count and go: another policy's zombies are its own business, and
 // held ones (see Held) are neither counted nor removed.
-func OverHistory(limiting *arbiterv1alpha1.CleanupPolicy, policies []arbiterv1alpha1.CleanupPolicy,
+func OverHistory(limiting *arbiterv1alpha1.CleanupPolicy, c *Candidates,
 	onTarget []arbiterv1alpha1.ConflictResolutionOperation) []*arbiterv1alpha1.ConflictResolutionOperation {
 	if limiting.Spec.HistoryLimit == nil {
 		return nil
@@ -229,7 +178,7 @@ func OverHistory(limiting *arbiterv1alpha1.CleanupPolicy, policies []arbiterv1al
 	var zombies []*arbiterv1alpha1.ConflictResolutionOperation
 	for i := range onTarget {
 		z := &onTarget[i]
-		if z.DeletionTimestamp.IsZero() && IsZombie(limiting, z) && Held(z) == "" && GovernedBy(limiting, z, policies) {
+		if z.DeletionTimestamp.IsZero() && IsZombie(limiting, z) && Held(z) == "" && c.GovernedBy(limiting, z) {
 			zombies = append(zombies, z)
 		}
 	}

@@ -243,14 +243,14 @@ func TestGoverningIsTheOldestSelectingPolicy(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := Governing(tt.op, policies); got == nil || got.Name != tt.want {
+			if got := NewCandidates("bank", nil, policies, nil, nil).Governing(tt.op); got == nil || got.Name != tt.want {
 				t.Errorf("Governing = %v, want %s", got, tt.want)
 			}
 		})
 	}
 	other := finished("op", arbiterv1alpha1.PhaseRejected, 0, nil)
 	other.Namespace = "elsewhere"
-	if got := Governing(other, policies); got != nil {
+	if got := NewCandidates("bank", nil, policies, nil, nil).Governing(other); got != nil {
 		t.Errorf("a policy governed an operation of another namespace: %s", got.Name)
 	}
 }
@@ -264,11 +264,11 @@ func TestOverHistoryRemovesTheOldestBeyondTheLimit(t *testing.T) {
 		*finished("d", arbiterv1alpha1.PhaseFailed, 4*time.Second, nil),
 		*finished("b", arbiterv1alpha1.PhaseRejected, 2*time.Second, nil),
 	}
-	if got := names(OverHistory(&p, policies, onTarget)); got != "[a b]" {
+	if got := names(OverHistory(&p, NewCandidates("bank", nil, policies, nil, nil), onTarget)); got != "[a b]" {
 		t.Errorf("OverHistory = %v, want [a b]", got)
 	}
 	p.Spec.HistoryLimit = nil
-	if len(OverHistory(&p, policies, onTarget)) != 0 {
+	if len(OverHistory(&p, NewCandidates("bank", nil, policies, nil, nil), onTarget)) != 0 {
 		t.Error("OverHistory removed zombies without a historyLimit")
 	}
 }
@@ -330,7 +330,7 @@ func TestOverHistoryActsOnlyOnWhatItsPolicyGoverns(t *testing.T) {
 			for _, op := range tt.onTarget {
 				onTarget = append(onTarget, *op)
 			}
-			if got := names(OverHistory(&catchAll, policies, onTarget)); got != tt.want {
+			if got := names(OverHistory(&catchAll, NewCandidates("bank", nil, policies, nil, nil), onTarget)); got != tt.want {
 				t.Errorf("OverHistory = %v, want %s", got, tt.want)
 			}
 		})

@@ -1,12 +1,17 @@
 package cleanup
 
 import (
+	"cmp"
 	"fmt"
+	"hash/maphash"
+	"maps"
+	"slices"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 )
@@ -52,32 +57,118 @@ type Report struct {
 	Refresh time.Duration
 }
 
-// PolicyReport reports on policy p of a namespace from the namespace's
-// policies and finished operations and the figures only the controller
-// has. A policy counts the zombies it governs (held ones too); it overlaps
-// when an older policy governs some operation it selects.
-func PolicyReport(p *arbiterv1alpha1.CleanupPolicy, policies []arbiterv1alpha1.CleanupPolicy,
-	finished []arbiterv1alpha1.ConflictResolutionOperation, f Figures, now time.Time) Report {
-	rep := Report{Refresh: ReportInterval}
-	obs := Observation{FailureRatePercent: f.FailureRatePercent}
-	overlappedBy := ""
+// Tally is what one census found for one policy in one namespace.
+type Tally struct {
+	// UID is the policy's, to tell it from a later one of the same name.
+	UID types.UID
+	// Observation counts the zombies the policy governs, held ones too,
+	// and the oldest one's age; the failure rate is the controller's.
+	Observation
+	// OverlappedBy names an older policy of the same kind (CleanupPolicy or
+	// ClusterCleanupPolicy) that governs some operation this one selects.
+	// A CleanupPolicy winning over a ClusterCleanupPolicy is the rule, not
+	// an overlap.
+	OverlappedBy string
+	// Invalid says why the policy's selector selects nothing, naming the
+	// field, or is "".
+	Invalid string
+}
+
+// Census is one pass over a namespace's finished operations: every
+// candidate's tally, by policy key (see Key).
+type Census map[types.NamespacedName]Tally
+
+// labelSeed hashes operations' label sets in TakeCensus.
+var labelSeed = maphash.MakeSeed()
+
+// labelsHash is an order-free hash of a label set; equal sets hash equal.
+func labelsHash(l map[string]string) uint64 {
+	var sum uint64
+	for k, v := range l {
+		sum += maphash.String(labelSeed, k)*0x9e3779b97f4a7c15 ^ maphash.String(labelSeed, v)
+	}
+	return sum
+}
+
+// labelClass is a label set met in a census, and which candidate governs
+// the operations that carry it (-1: none).
+type labelClass struct {
+	labels    map[string]string
+	governing int
+}
+
+// TakeCensus assigns each of a namespace's finished operations to the
+// policy that governs it, once, and tallies every candidate's zombies and
+// overlaps. Operations with the same labels have the same governing policy:
+// the selectors are tried once per distinct label set, oldest candidate
+// first, stopping at the first that selects it; then, for the Overlapping
+// condition, each younger candidate not yet known to overlap. The cost is
+// O(N·k + L·P): N operations of k labels hashed, L distinct label sets, P
+// candidates (O(N + P) when operations carry a few recurring label sets).
+func TakeCensus(c *Candidates, finished []arbiterv1alpha1.ConflictResolutionOperation, now time.Time) Census {
+	tallies := make([]Tally, len(c.list))
+	for i := range c.list {
+		tallies[i] = Tally{UID: c.list[i].policy.UID, Invalid: c.list[i].invalid}
+	}
+	classes := map[uint64][]labelClass{}
 	for i := range finished {
 		op := &finished[i]
-		gov := Governing(op, policies)
-		if gov == nil {
+		if op.Namespace != c.namespace {
 			continue
 		}
-		mine := gov.Name == p.Name
-		if mine && IsZombie(gov, op) {
-			obs.Count(op, now)
+		h := labelsHash(op.Labels)
+		gov, known := -1, false
+		for _, cl := range classes[h] {
+			if maps.Equal(cl.labels, op.Labels) {
+				gov, known = cl.governing, true
+				break
+			}
 		}
-		if !mine && overlappedBy == "" && Selects(p, op) {
-			overlappedBy = gov.Name
+		if !known {
+			gov = c.governing(op.Labels)
+			classes[h] = append(classes[h], labelClass{labels: op.Labels, governing: gov})
+			c.overlaps(tallies, gov, op.Labels)
+		}
+		if gov < 0 {
+			continue
+		}
+		if p := c.list[gov].policy; IsZombie(p, op) {
+			tallies[gov].Count(op, now)
 		}
 	}
+	census := make(Census, len(c.list))
+	for i := range c.list {
+		census[Key(c.list[i].policy)] = tallies[i]
+	}
+	return census
+}
 
-	s := *p.Status.DeepCopy()
-	state, issues, reason := Health(p.Spec.Health, obs)
+// overlaps records that the candidates after gov of its kind that select
+// an operation with these labels overlap gov.
+func (c *Candidates) overlaps(tallies []Tally, gov int, opLabels map[string]string) {
+	if gov < 0 {
+		return
+	}
+	cluster := IsCluster(c.list[gov].policy)
+	for j := gov + 1; j < len(c.list); j++ {
+		if tallies[j].OverlappedBy == "" && IsCluster(c.list[j].policy) == cluster && c.list[j].selects(opLabels) {
+			tallies[j].OverlappedBy = c.list[gov].policy.Name
+		}
+	}
+}
+
+// assessed is a policy's report but for what only one kind has.
+type assessed struct {
+	status  arbiterv1alpha1.CleanupPolicyStatus
+	refresh time.Duration
+}
+
+// assess writes the health fields and conditions of a policy's status from
+// what it observed; kind names the policies that overlap it.
+func assess(spec *arbiterv1alpha1.CleanupPolicySpec, generation int64, old *arbiterv1alpha1.CleanupPolicyStatus,
+	obs Observation, invalid, overlappedBy, kind string, f Figures, now time.Time) assessed {
+	s := *old.DeepCopy()
+	state, issues, reason := Health(spec.Health, obs)
 	s.Health, s.Issues = state, issues
 	s.Zombies = int32(obs.Zombies)
 	s.HeldZombies = int32(obs.Held())
@@ -88,23 +179,23 @@ func PolicyReport(p *arbiterv1alpha1.CleanupPolicy, policies []arbiterv1alpha1.C
 	if f.Latency != nil {
 		s.CleanupLatency = f.Latency
 	}
-	s.ObservedGeneration = p.Generation
+	s.ObservedGeneration = generation
 	condition := func(condType string, status bool, reason, message string) {
 		c := metav1.Condition{Type: condType, Status: metav1.ConditionFalse, Reason: reason, Message: message,
-			ObservedGeneration: p.Generation, LastTransitionTime: metav1.NewTime(now)}
+			ObservedGeneration: generation, LastTransitionTime: metav1.NewTime(now)}
 		if status {
 			c.Status = metav1.ConditionTrue
 		}
 		meta.SetStatusCondition(&s.Conditions, c)
 	}
-	if _, err := selector(p); err != nil {
-		// Selects reads such a selector as selecting nothing: say so
-		// rather than govern nothing in silence.
+	if invalid != "" {
+		// Such a selector selects nothing: say so rather than govern
+		// nothing in silence.
 		condition(arbiterv1alpha1.PolicyReady, false, arbiterv1alpha1.ReasonInvalidSelector,
-			fmt.Sprintf("spec.selector: %v; the policy selects no operation", err))
+			fmt.Sprintf("%s; the policy selects no operation", invalid))
 	} else {
 		condition(arbiterv1alpha1.PolicyReady, true, arbiterv1alpha1.ReasonEvaluated,
-			fmt.Sprintf("Governs %d zombie(s) with the %s strategy", obs.Zombies, p.Spec.Strategy))
+			fmt.Sprintf("Governs %d zombie(s) with the %s strategy", obs.Zombies, spec.Strategy))
 	}
 	healthMsg := "Every health threshold is met"
 	if len(issues) > 0 {
@@ -113,19 +204,110 @@ func PolicyReport(p *arbiterv1alpha1.CleanupPolicy, policies []arbiterv1alpha1.C
 	condition(arbiterv1alpha1.PolicyHealthy, state == arbiterv1alpha1.HealthHealthy, reason, healthMsg)
 	if overlappedBy != "" {
 		condition(arbiterv1alpha1.PolicyOverlapping, true, arbiterv1alpha1.ReasonOverlapsOlderPolicy,
-			fmt.Sprintf("CleanupPolicy %s is older and governs some operations this policy selects", overlappedBy))
+			fmt.Sprintf("%s %s is older and governs some operations this policy selects", kind, overlappedBy))
 	} else {
 		condition(arbiterv1alpha1.PolicyOverlapping, false, arbiterv1alpha1.ReasonNoOverlap, "No older policy selects the same operations")
 	}
-	// Written only when something but the sweep time changed.
-	if rep.Changed = !equality.Semantic.DeepEqual(p.Status, s); rep.Changed {
-		sweep := metav1.NewTime(now)
-		s.LastSweepTime = &sweep
+	refresh := ReportInterval
+	if untilTooOld := MaxZombieAge(spec.Health) - obs.OldestZombieAge; obs.Zombies > 0 && untilTooOld > 0 {
+		refresh = min(refresh, untilTooOld+time.Second)
 	}
-	rep.Status = s
+	return assessed{status: s, refresh: refresh}
+}
 
-	if untilTooOld := MaxZombieAge(p.Spec.Health) - obs.OldestZombieAge; obs.Zombies > 0 && untilTooOld > 0 {
-		rep.Refresh = min(rep.Refresh, untilTooOld+time.Second)
+// PolicyReport reports on CleanupPolicy p from its tally in its namespace's
+// census and the figures only the controller has.
+func PolicyReport(p *arbiterv1alpha1.CleanupPolicy, t Tally, f Figures, now time.Time) Report {
+	obs := t.Observation
+	obs.FailureRatePercent = f.FailureRatePercent
+	j := assess(&p.Spec, p.Generation, &p.Status, obs, t.Invalid, t.OverlappedBy, "CleanupPolicy", f, now)
+	rep := Report{Status: j.status, Refresh: j.refresh}
+	// Written only when something but the sweep time changed.
+	if rep.Changed = !equality.Semantic.DeepEqual(p.Status, rep.Status); rep.Changed {
+		sweep := metav1.NewTime(now)
+		rep.Status.LastSweepTime = &sweep
 	}
 	return rep
+}
+
+// NamespaceTally is a ClusterCleanupPolicy's tally in one namespace.
+type NamespaceTally struct {
+	Namespace string
+	Tally
+}
+
+// ClusterReport is a ClusterCleanupPolicy's health report at one instant.
+type ClusterReport struct {
+	// Status is the policy's new status.
+	Status arbiterv1alpha1.ClusterCleanupPolicyStatus
+	// Changed: something but lastSweepTime changed.
+	Changed bool
+	// Refresh is when the report is due again at the latest.
+	Refresh time.Duration
+}
+
+// ClusterPolicyReport reports on ClusterCleanupPolicy cp from its tallies
+// in the namespaces it covers, O(namespaces): zombies summed, the oldest
+// age the greatest, the failure rate over its own removals, and the
+// namespaces in the worst health listed. problem says why its selectors
+// select nothing (see Selectors.Problem), or is "".
+func ClusterPolicyReport(cp *arbiterv1alpha1.ClusterCleanupPolicy, tallies []NamespaceTally, problem string, f Figures, now time.Time) ClusterReport {
+	obs := Observation{FailureRatePercent: f.FailureRatePercent}
+	overlappedBy := ""
+	var namespaces []arbiterv1alpha1.NamespaceHealth
+	for _, t := range tallies {
+		if t.UID != cp.UID {
+			continue // another policy's of the same name
+		}
+		obs.Zombies += t.Zombies
+		obs.Kept += t.Kept
+		obs.AwaitingAcknowledgement += t.AwaitingAcknowledgement
+		obs.OldestZombieAge = max(obs.OldestZombieAge, t.OldestZombieAge)
+		if overlappedBy == "" && t.OverlappedBy != "" {
+			overlappedBy = t.OverlappedBy
+		}
+		if t.Zombies > 0 {
+			// A namespace's health is judged on its zombies; cleanup
+			// failures count for the policy as a whole.
+			state, _, _ := Health(cp.Spec.Health, t.Observation)
+			namespaces = append(namespaces, arbiterv1alpha1.NamespaceHealth{Namespace: t.Namespace, Health: state,
+				Zombies: int32(t.Zombies), OldestZombieAgeSeconds: int64(t.OldestZombieAge.Seconds())})
+		}
+	}
+	slices.SortFunc(namespaces, worstFirst)
+	j := assess(&cp.Spec.CleanupPolicySpec, cp.Generation, &cp.Status.CleanupPolicyStatus, obs, problem, overlappedBy,
+		"ClusterCleanupPolicy", f, now)
+	rep := ClusterReport{Refresh: j.refresh}
+	rep.Status.CleanupPolicyStatus = j.status
+	rep.Status.NamespacesWithZombies = int32(len(namespaces))
+	rep.Status.Namespaces = namespaces[:min(len(namespaces), arbiterv1alpha1.MaxReportedNamespaces)]
+	if len(rep.Status.Namespaces) == 0 {
+		rep.Status.Namespaces = nil
+	}
+	if rep.Changed = !equality.Semantic.DeepEqual(cp.Status, rep.Status); rep.Changed {
+		sweep := metav1.NewTime(now)
+		rep.Status.LastSweepTime = &sweep
+	}
+	return rep
+}
+
+// severity orders health states, the worst highest.
+func severity(h arbiterv1alpha1.HealthState) int {
+	switch h {
+	case arbiterv1alpha1.HealthUnhealthy:
+		return 2
+	case arbiterv1alpha1.HealthDegraded:
+		return 1
+	}
+	return 0
+}
+
+// worstFirst orders namespaces: Unhealthy, Degraded, Healthy; then the
+// most zombies, the oldest zombie, the name.
+func worstFirst(a, b arbiterv1alpha1.NamespaceHealth) int {
+	return cmp.Or(
+		cmp.Compare(severity(b.Health), severity(a.Health)),
+		cmp.Compare(b.Zombies, a.Zombies),
+		cmp.Compare(b.OldestZombieAgeSeconds, a.OldestZombieAgeSeconds),
+		cmp.Compare(a.Namespace, b.Namespace))
 }

@@ -13,6 +13,12 @@ import (
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 )
 
+// reportOn is p's report from a census of its namespace's policies.
+func reportOn(p *arbiterv1alpha1.CleanupPolicy, policies []arbiterv1alpha1.CleanupPolicy,
+	finished []arbiterv1alpha1.ConflictResolutionOperation, f Figures, now time.Time) Report {
+	return PolicyReport(p, TakeCensus(NewCandidates(p.Namespace, nil, policies, nil, nil), finished, now)[Key(p)], f, now)
+}
+
 func TestPolicyReport(t *testing.T) {
 	audit := map[string]string{"team": "audit"}
 	now := t0.Add(time.Hour)
@@ -35,7 +41,7 @@ func TestPolicyReport(t *testing.T) {
 	kept := annotated(finished("kept", arbiterv1alpha1.PhaseRejected, -30*time.Minute, nil), arbiterv1alpha1.KeepAnnotation, "true")
 	sweptAt := metav1.NewTime(t0)
 	recorded := all.DeepCopy()
-	recorded.Status = PolicyReport(recorded, policies, nil, Figures{}, t0).Status
+	recorded.Status = reportOn(recorded, policies, nil, Figures{}, t0).Status
 
 	tests := []struct {
 		name     string
@@ -86,7 +92,7 @@ func TestPolicyReport(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rep := PolicyReport(tt.policy, policies, tt.finished, tt.figures, now)
+			rep := reportOn(tt.policy, policies, tt.finished, tt.figures, now)
 			s := rep.Status
 			got := fmt.Sprintf("%d %d %s %v %v %v", s.Zombies, s.OldestZombieAgeSeconds, s.Health, s.Issues,
 				meta.IsStatusConditionTrue(s.Conditions, arbiterv1alpha1.PolicyOverlapping), rep.Refresh)
@@ -105,13 +111,13 @@ func TestPolicyReport(t *testing.T) {
 		p.Status.CleanedTotal, p.Status.CleanupFailuresTotal = 10, 1
 		lat := &arbiterv1alpha1.CleanupLatency{P50: &metav1.Duration{Duration: time.Second}, P99: &metav1.Duration{Duration: 2 * time.Second}}
 		p.Status.CleanupLatency = lat
-		s := PolicyReport(p, policies, nil, Figures{Cleaned: 5, Failed: 2}, now).Status
+		s := reportOn(p, policies, nil, Figures{Cleaned: 5, Failed: 2}, now).Status
 		if s.CleanedTotal != 15 || s.CleanupFailuresTotal != 3 || s.CleanupLatency == nil || *s.CleanupLatency.P99 != *lat.P99 {
 			t.Errorf("totals %d/%d latency %v, want 15/3 and the recorded latency", s.CleanedTotal, s.CleanupFailuresTotal, s.CleanupLatency)
 		}
 		var l Latencies
 		l.Add(3 * time.Second)
-		s = PolicyReport(p, policies, nil, Figures{Latency: LatencyOf(&l)}, now).Status
+		s = reportOn(p, policies, nil, Figures{Latency: LatencyOf(&l)}, now).Status
 		if s.CleanupLatency.P50.Duration != 3*time.Second || s.CleanupLatency.P99.Duration != 3*time.Second {
 			t.Errorf("latency %v, want 3s", s.CleanupLatency)
 		}
@@ -120,10 +126,10 @@ func TestPolicyReport(t *testing.T) {
 	t.Run("unchanged but for time: not written, the sweep time kept", func(t *testing.T) {
 		p := recorded.DeepCopy()
 		p.Status.LastSweepTime = &sweptAt
-		if rep := PolicyReport(p, policies, nil, Figures{}, now); rep.Changed || !rep.Status.LastSweepTime.Equal(&sweptAt) {
+		if rep := reportOn(p, policies, nil, Figures{}, now); rep.Changed || !rep.Status.LastSweepTime.Equal(&sweptAt) {
 			t.Errorf("an unchanged report is to be written: %v, sweep %v", rep.Changed, rep.Status.LastSweepTime)
 		}
-		rep := PolicyReport(p, policies, nil, Figures{Cleaned: 1}, now)
+		rep := reportOn(p, policies, nil, Figures{Cleaned: 1}, now)
 		if !rep.Changed || !rep.Status.LastSweepTime.Time.Equal(now) {
 			t.Errorf("a changed report: written %v, sweep %v, want true at %v", rep.Changed, rep.Status.LastSweepTime, now)
 		}
@@ -156,7 +162,7 @@ func TestPolicyReportNamesAnInvalidSelector(t *testing.T) {
 		s.Selector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: "Near"}}}
 	})
 	op := finished("r", arbiterv1alpha1.PhaseRejected, 0, map[string]string{"team": "audit"})
-	rep := PolicyReport(&bad, []arbiterv1alpha1.CleanupPolicy{bad}, []arbiterv1alpha1.ConflictResolutionOperation{*op}, Figures{}, t0)
+	rep := reportOn(&bad, []arbiterv1alpha1.CleanupPolicy{bad}, []arbiterv1alpha1.ConflictResolutionOperation{*op}, Figures{}, t0)
 	ready := meta.FindStatusCondition(rep.Status.Conditions, arbiterv1alpha1.PolicyReady)
 	if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != arbiterv1alpha1.ReasonInvalidSelector {
 		t.Fatalf("Ready = %+v, want False/InvalidSelector", ready)
