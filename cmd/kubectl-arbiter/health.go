@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
@@ -21,13 +23,14 @@ func newHealthCommand(o *options) *cobra.Command {
 	allNamespaces := false
 	cmd := &cobra.Command{
 		Use:   "health",
-		Short: "Show cleanup health per namespace, from the CleanupPolicies' status",
+		Short: "Show cleanup health per namespace, from the CleanupPolicies' status (and, with -A, the ClusterCleanupPolicies')",
 		Example: `  kubectl arbiter health -n bank
   kubectl arbiter health -A -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.runHealth(cmd.Context(), allNamespaces) },
 	}
-	cmd.Flags().BoolVarP(&allNamespaces, "all-namespaces", "A", false, "Show every namespace that has a CleanupPolicy.")
+	cmd.Flags().BoolVarP(&allNamespaces, "all-namespaces", "A", false,
+		"Show every namespace that has a CleanupPolicy, and the ClusterCleanupPolicies as namespace "+clusterRow+".")
 	return cmd
 }
 
@@ -85,8 +88,37 @@ func (o *options) runHealth(ctx context.Context, allNamespaces bool) error {
 	if err := c.List(ctx, policies, client.InNamespace(ns)); err != nil {
 		return fmt.Errorf("listing CleanupPolicies: %w", err)
 	}
+	if allNamespaces {
+		clusters := &arbiterv1alpha1.ClusterCleanupPolicyList{}
+		// A user who may not list cluster policies still sees the rest.
+		if err := c.List(ctx, clusters); err != nil && !apierrors.IsForbidden(err) && !meta.IsNoMatchError(err) {
+			return fmt.Errorf("listing ClusterCleanupPolicies: %w", err)
+		}
+		for i := range clusters.Items {
+			policies.Items = append(policies.Items, clusterAsRow(&clusters.Items[i]))
+		}
+	}
 	report := healthReport(policies.Items, ns)
 	return o.print(report, func(w io.Writer) error { return report.render(w, o.now()) })
+}
+
+// clusterRow is the namespace column of a ClusterCleanupPolicy's row.
+const clusterRow = "(cluster)"
+
+// clusterAsRow shows a ClusterCleanupPolicy as a policy of namespace
+// clusterRow, its worst namespaces among its issues.
+func clusterAsRow(cp *arbiterv1alpha1.ClusterCleanupPolicy) arbiterv1alpha1.CleanupPolicy {
+	p := arbiterv1alpha1.CleanupPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: clusterRow, Name: cp.Name},
+		Spec: cp.Spec.CleanupPolicySpec, Status: *cp.Status.CleanupPolicyStatus.DeepCopy()}
+	if len(cp.Status.Namespaces) > 0 {
+		var worst []string
+		for _, n := range cp.Status.Namespaces {
+			worst = append(worst, fmt.Sprintf("%s (%s, %d zombies)", n.Namespace, n.Health, n.Zombies))
+		}
+		p.Status.Issues = append(p.Status.Issues, fmt.Sprintf("Worst of %d namespaces with zombies: %s",
+			cp.Status.NamespacesWithZombies, strings.Join(worst, ", ")))
+	}
+	return p
 }
 
 // healthReport groups policies by namespace. ns is the namespace asked
@@ -116,9 +148,10 @@ func healthReport(policies []arbiterv1alpha1.CleanupPolicy, ns string) HealthRep
 	slices.SortFunc(r.Namespaces, func(a, b NamespaceHealth) int { return cmp.Compare(a.Namespace, b.Namespace) })
 	if len(r.Namespaces) == 0 {
 		if ns == "" {
-			r.Note = "No CleanupPolicy in any namespace: zombies are kept unless the manager runs with --default-cleanup-strategy."
+			r.Note = "No CleanupPolicy in any namespace and no ClusterCleanupPolicy: zombies are kept unless the manager runs with --default-cleanup-strategy."
 		} else {
-			r.Note = fmt.Sprintf("No CleanupPolicy in namespace %s: its zombies are kept unless the manager runs with --default-cleanup-strategy.", ns)
+			r.Note = fmt.Sprintf("No CleanupPolicy in namespace %s: its zombies are kept unless a ClusterCleanupPolicy covers it "+
+				"(kubectl arbiter health -A) or the manager runs with --default-cleanup-strategy.", ns)
 		}
 	}
 	return r

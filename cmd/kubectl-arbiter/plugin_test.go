@@ -312,10 +312,17 @@ func TestHealthReport(t *testing.T) {
 			CleanupLatency: &arbiterv1alpha1.CleanupLatency{P50: &metav1.Duration{Duration: 2 * time.Second}, P99: &metav1.Duration{Duration: 9 * time.Second}}}
 		return p
 	}
+	platform := &arbiterv1alpha1.ClusterCleanupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "platform"}}
+	platform.Spec.Strategy = arbiterv1alpha1.CleanupImmediate
+	platform.Status.CleanupPolicyStatus = policy("", "", arbiterv1alpha1.HealthHealthy, 5, 30).Status
+	platform.Status.NamespacesWithZombies = 2
+	platform.Status.Namespaces = []arbiterv1alpha1.NamespaceHealth{{Namespace: "ci", Health: arbiterv1alpha1.HealthHealthy, Zombies: 4},
+		{Namespace: "dev", Health: arbiterv1alpha1.HealthHealthy, Zombies: 1}}
 	r := healthReport([]arbiterv1alpha1.CleanupPolicy{
 		policy("shop", "default", arbiterv1alpha1.HealthHealthy, 0, 0),
 		policy("bank", "audit", arbiterv1alpha1.HealthHealthy, 3, 60),
 		policy("bank", "default", arbiterv1alpha1.HealthDegraded, 1234, 7200, "High zombie count: 1234"),
+		clusterAsRow(platform),
 	}, "")
 	withConditions := policy("bank", "audit", arbiterv1alpha1.HealthHealthy, 3, 60)
 	withConditions.Status.Conditions = []metav1.Condition{
@@ -325,10 +332,10 @@ func TestHealthReport(t *testing.T) {
 	if got := policyHealth(&withConditions).Issues; !equal(got, []string{"Not ready: spec.selector: bad", "Overlapping: CleanupPolicy old governs some"}) {
 		t.Errorf("issues from conditions = %q", got)
 	}
-	if len(r.Namespaces) != 2 || r.Namespaces[0].Namespace != "bank" || r.Namespaces[1].Namespace != "shop" {
-		t.Fatalf("namespaces = %+v, want bank then shop", r.Namespaces)
+	if len(r.Namespaces) != 3 || r.Namespaces[0].Namespace != clusterRow || r.Namespaces[1].Namespace != "bank" || r.Namespaces[2].Namespace != "shop" {
+		t.Fatalf("namespaces = %+v, want the cluster policies, bank, then shop", r.Namespaces)
 	}
-	bank := r.Namespaces[0]
+	bank := r.Namespaces[1]
 	if bank.Health != arbiterv1alpha1.HealthDegraded || bank.Zombies != 1237 || bank.OldestZombieAgeSeconds != 7200 {
 		t.Errorf("bank = %+v, want the worst health (Degraded), 1237 zombies, oldest 7200s", bank)
 	}
@@ -336,12 +343,14 @@ func TestHealthReport(t *testing.T) {
 	if err := r.render(&out, t0); err != nil {
 		t.Fatal(err)
 	}
-	want := `NAMESPACE   POLICY    STRATEGY   HEALTH     ZOMBIES   OLDEST ZOMBIE   FAILURES (15m)   LATENCY P50/P99   CLEANED   LAST SWEEP
-bank        audit     Deferred   Healthy    3         60s             3%               2s/9s             12        30s ago
-bank        default   Deferred   Degraded   1234      120m            3%               2s/9s             12        30s ago
-shop        default   Deferred   Healthy    0         -               3%               2s/9s             12        30s ago
+	want := `NAMESPACE   POLICY     STRATEGY    HEALTH     ZOMBIES   OLDEST ZOMBIE   FAILURES (15m)   LATENCY P50/P99   CLEANED   LAST SWEEP
+(cluster)   platform   Immediate   Healthy    5         30s             3%               2s/9s             12        30s ago
+bank        audit      Deferred    Healthy    3         60s             3%               2s/9s             12        30s ago
+bank        default    Deferred    Degraded   1234      120m            3%               2s/9s             12        30s ago
+shop        default    Deferred    Healthy    0         -               3%               2s/9s             12        30s ago
 
 Issues:
+  (cluster)/platform: Worst of 2 namespaces with zombies: ci (Healthy, 4 zombies), dev (Healthy, 1 zombies)
   bank/default: High zombie count: 1234
 `
 	if out.String() != want {
