@@ -113,9 +113,9 @@ func bindFlags(fs *flag.FlagSet, o *options) {
 	// Cleanup waits on the API server, not the CPU: deletes are only fast
 	// enough in parallel (each policy's maxDeletionsPerSecond still applies).
 	fs.IntVar(&o.cleanupWorkers, "cleanup-workers", 16,
-		"Concurrent reconciles of zombie operations and of CleanupPolicies.")
+		"Concurrent reconciles of zombie operations and of cleanup reports.")
 	fs.StringVar(&o.defaultCleanupStrategy, "default-cleanup-strategy", "None",
-		"Cleanup strategy for operations no CleanupPolicy selects: None (keep them), Immediate, Deferred or Lazy.")
+		"Cleanup strategy for operations no CleanupPolicy or ClusterCleanupPolicy selects: None (keep them), Immediate, Deferred or Lazy; the simplest cluster-wide default.")
 	fs.BoolVar(&o.printVersion, "version", false, "Print the manager's version and exit.")
 	o.zap.BindFlags(fs)
 }
