@@ -110,6 +110,10 @@ spec:
 		out, err = kubectl("explain", "opcp.spec.retention")
 		Expect(err).NotTo(HaveOccurred())
 		Expect(out).To(ContainSubstring("Deferred"))
+		out, err = kubectl("explain", "clustercleanuppolicy.spec.namespaceSelector")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(ContainSubstring("namespaceSelector chooses"))
+		Expect(out).To(ContainSubstring("matchLabels"))
 	})
 })
 
