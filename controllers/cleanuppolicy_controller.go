@@ -221,6 +221,17 @@ func (r *CleanupReconciler) recorded(t *policyTracker, f cleanup.Figures) {
 func (r *CleanupReconciler) reconcileNamespace(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	namespace := req.Name
 	started := r.now()
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := r.Client.Get(ctx, types.NamespacedName{Name: namespace}, ns); err != nil {
+		if apierrors.IsNotFound(err) {
+			// Gone with its policies and operations: nothing to report, no
+			// timer to keep.
+			r.dropTrackersGone(namespace, nil)
+			r.storeCensus(namespace, nil)
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
 	cands, err := r.candidates(ctx, namespace)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -285,9 +296,15 @@ func (r *CleanupReconciler) storeCensus(namespace string, c *namespaceCensus) {
 	if c != nil {
 		after = c.census
 	}
+	// Ages alone change at every census: the cluster policy's own timer
+	// follows them (see reconcileClusterPolicy).
+	sameButAge := func(a, b cleanup.Tally) bool {
+		a.OldestZombieAge, b.OldestZombieAge = 0, 0
+		return a == b
+	}
 	changed := map[string]bool{}
 	for key, t := range after {
-		if old, ok := before[key]; key.Namespace == "" && (!ok || old != t) {
+		if old, ok := before[key]; key.Namespace == "" && (!ok || !sameButAge(old, t)) {
 			changed[key.Name] = true
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -28,6 +29,9 @@ func fakeCleanerWith(t *testing.T, funcs interceptor.Funcs, objs ...client.Objec
 	t.Helper()
 	scheme := runtime.NewScheme()
 	if err := arbiterv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := corev1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithInterceptorFuncs(funcs).Build()
@@ -153,5 +157,42 @@ func TestRateLimitedRemovalNeverWaits(t *testing.T) {
 	r.forget(client.ObjectKeyFromObject(c))
 	if _, ok := r.tickets[client.ObjectKeyFromObject(c)]; ok {
 		t.Error("a forgotten zombie keeps its token")
+	}
+}
+
+// A census tells a ClusterCleanupPolicy to sum its tallies again when what
+// it found there changed, not when its zombies only aged: the policy's own
+// timer follows ages.
+func TestCensusTellsClusterPoliciesWhatChanged(t *testing.T) {
+	r, _ := fakeCleaner(t)
+	platform := types.NamespacedName{Name: "platform"}
+	census := func(zombies int, age time.Duration) *namespaceCensus {
+		return &namespaceCensus{census: cleanup.Census{
+			platform:                       {UID: "uid-platform", Observation: cleanup.Observation{Zombies: zombies, OldestZombieAge: age}},
+			{Namespace: "a", Name: "team"}: {UID: "uid-team", Observation: cleanup.Observation{Zombies: zombies, OldestZombieAge: age}},
+		}}
+	}
+	told := func() []string {
+		var names []string
+		for len(r.clusterReportsDue) > 0 {
+			names = append(names, (<-r.clusterReportsDue).Object.Name)
+		}
+		return names
+	}
+	r.storeCensus("a", census(3, time.Minute))
+	if got := told(); fmt.Sprint(got) != "[platform]" {
+		t.Errorf("a first census told %v, want [platform] (and no CleanupPolicy)", got)
+	}
+	r.storeCensus("a", census(3, 2*time.Minute))
+	if got := told(); len(got) != 0 {
+		t.Errorf("zombies that only aged told %v", got)
+	}
+	r.storeCensus("a", census(2, 2*time.Minute))
+	if got := told(); fmt.Sprint(got) != "[platform]" {
+		t.Errorf("a zombie gone told %v, want [platform]", got)
+	}
+	r.storeCensus("a", nil)
+	if got := told(); fmt.Sprint(got) != "[platform]" {
+		t.Errorf("a namespace left without policies told %v, want [platform]", got)
 	}
 }
