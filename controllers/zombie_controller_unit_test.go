@@ -196,3 +196,24 @@ func TestCensusTellsClusterPoliciesWhatChanged(t *testing.T) {
 		t.Errorf("a namespace left without policies told %v, want [platform]", got)
 	}
 }
+
+// A ClusterCleanupPolicy has one deletion budget for all its namespaces, and
+// none shared with a CleanupPolicy of the same name.
+func TestClusterPolicyHasOneBudgetForAllItsNamespaces(t *testing.T) {
+	inA, inB, mine := rejected("a", "first"), rejected("b", "second"), rejected("a", "mine")
+	r, _ := fakeCleaner(t, inA, inB, mine)
+	cp := &arbiterv1alpha1.ClusterCleanupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "slow", UID: "uid-cluster-slow"}}
+	cp.Spec.Strategy, cp.Spec.MaxDeletionsPerSecond = arbiterv1alpha1.CleanupImmediate, 1
+	namesake := testPolicy("a", "slow", func(s *arbiterv1alpha1.CleanupPolicySpec) { s.MaxDeletionsPerSecond = 1 })
+
+	// Each judgement gathers its own view of the cluster policy.
+	if wait, err := r.remove(t.Context(), cleanup.ClusterView(cp), inA, "test"); wait != 0 || err != nil {
+		t.Fatalf("first removal: %v, %v; want it done", wait, err)
+	}
+	if wait, err := r.remove(t.Context(), cleanup.ClusterView(cp), inB, "test"); err != nil || wait <= 0 {
+		t.Errorf("a removal in another namespace: %v, %v; want it to wait for the policy's one bucket", wait, err)
+	}
+	if wait, err := r.remove(t.Context(), namesake, mine, "test"); wait != 0 || err != nil {
+		t.Errorf("the namesake CleanupPolicy's removal: %v, %v; want it done from its own bucket", wait, err)
+	}
+}
