@@ -26,11 +26,13 @@ func Older(a, b *arbiterv1alpha1.CleanupPolicy) bool {
 }
 
 // ClusterView is a ClusterCleanupPolicy as the CleanupPolicy it is in each
-// namespace it covers: the same name, UID, age and spec, and no namespace.
-// Everything that judges, rate-limits and tracks a policy takes it as is;
-// its key (see Key) has an empty namespace, which no CleanupPolicy has.
+// namespace it covers: the same name, UID, age and spec, no namespace, and
+// its own kind in TypeMeta for logs. Everything that judges, rate-limits and
+// tracks a policy takes it as is; its key (see Key) has an empty namespace,
+// which no CleanupPolicy has.
 func ClusterView(cp *arbiterv1alpha1.ClusterCleanupPolicy) *arbiterv1alpha1.CleanupPolicy {
 	return &arbiterv1alpha1.CleanupPolicy{
+		TypeMeta: metav1.TypeMeta{APIVersion: arbiterv1alpha1.GroupVersion.String(), Kind: "ClusterCleanupPolicy"},
 		ObjectMeta: metav1.ObjectMeta{Name: cp.Name, UID: cp.UID, Generation: cp.Generation,
 			CreationTimestamp: cp.CreationTimestamp, DeletionTimestamp: cp.DeletionTimestamp},
 		Spec: cp.Spec.CleanupPolicySpec,
