@@ -92,6 +92,23 @@ type policyTracker struct {
 	latencies cleanup.Latencies
 	cleaned   int64
 	failed    int64
+	// byNamespace are a ClusterCleanupPolicy's outcomes in each namespace,
+	// for the health of each; nil for a CleanupPolicy.
+	byNamespace map[string]*cleanup.Outcomes
+}
+
+// record remembers one deletion attempt in namespace; r.mu must be held.
+func (t *policyTracker) record(namespace string, now time.Time, failed bool) {
+	t.outcomes.Add(now, failed)
+	if t.byNamespace == nil {
+		return
+	}
+	o, ok := t.byNamespace[namespace]
+	if !ok {
+		o = &cleanup.Outcomes{}
+		t.byNamespace[namespace] = o
+	}
+	o.Add(now, failed)
 }
 
 // NewCleanupReconciler wires the cleanup controller to a manager.
@@ -195,6 +212,9 @@ func (r *CleanupReconciler) tracker(p *arbiterv1alpha1.CleanupPolicy) *policyTra
 	perSecond := max(p.Spec.MaxDeletionsPerSecond, 1)
 	if !ok {
 		t = &policyTracker{limiter: rate.NewLimiter(rate.Limit(perSecond), int(perSecond))}
+		if cleanup.IsCluster(p) {
+			t.byNamespace = map[string]*cleanup.Outcomes{}
+		}
 		r.trackers[k] = t
 	} else if t.limiter.Limit() != rate.Limit(perSecond) {
 		t.limiter.SetLimit(rate.Limit(perSecond))

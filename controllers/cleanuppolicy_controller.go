@@ -201,6 +201,17 @@ func (r *CleanupReconciler) figures(p *arbiterv1alpha1.CleanupPolicy, now time.T
 	defer r.mu.Unlock()
 	var f cleanup.Figures
 	f.FailureRatePercent, _ = t.outcomes.FailureRatePercent(now)
+	for ns, o := range t.byNamespace {
+		percent, attempts := o.FailureRatePercent(now)
+		if attempts == 0 {
+			delete(t.byNamespace, ns) // nothing left in the window
+			continue
+		}
+		if f.NamespaceFailureRatePercent == nil {
+			f.NamespaceFailureRatePercent = map[string]int32{}
+		}
+		f.NamespaceFailureRatePercent[ns] = percent
+	}
 	f.Latency = cleanup.LatencyOf(&t.latencies)
 	f.Cleaned, f.Failed = t.cleaned, t.failed
 	return t, f

@@ -316,7 +316,7 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		return 0, nil
 	case err != nil:
 		r.mu.Lock()
-		t.outcomes.Add(r.now(), true)
+		t.record(judged.Namespace, r.now(), true)
 		t.failed++
 		r.mu.Unlock()
 		metrics.CleanupTotal.WithLabelValues(judged.Namespace, strategy, "failure").Inc()
@@ -329,7 +329,7 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 	r.audit(gov, judged, why, now)
 	latency := now.Sub(cleanup.CompletedAt(judged))
 	r.mu.Lock()
-	t.outcomes.Add(now, false)
+	t.record(judged.Namespace, now, false)
 	t.latencies.Add(latency)
 	t.cleaned++
 	r.mu.Unlock()

@@ -1,11 +1,14 @@
 package controllers
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -215,5 +218,32 @@ func TestClusterPolicyHasOneBudgetForAllItsNamespaces(t *testing.T) {
 	}
 	if wait, err := r.remove(t.Context(), namesake, mine, "test"); wait != 0 || err != nil {
 		t.Errorf("the namesake CleanupPolicy's removal: %v, %v; want it done from its own bucket", wait, err)
+	}
+}
+
+// A ClusterCleanupPolicy's failure rate is kept per namespace too, for the
+// health of each namespace it lists.
+func TestClusterPolicyFailuresAreKeptPerNamespace(t *testing.T) {
+	inA, inB := rejected("a", "fine"), rejected("b", "stuck")
+	r, _ := fakeCleanerWith(t, interceptor.Funcs{
+		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			if obj.GetNamespace() == "b" {
+				return apierrors.NewInternalError(errors.New("etcd is away"))
+			}
+			return c.Delete(ctx, obj, opts...)
+		},
+	}, inA, inB)
+	cp := &arbiterv1alpha1.ClusterCleanupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "platform", UID: "uid-platform"}}
+	cp.Spec.Strategy, cp.Spec.MaxDeletionsPerSecond = arbiterv1alpha1.CleanupImmediate, 100
+	view := cleanup.ClusterView(cp)
+	if _, err := r.remove(t.Context(), view, inA, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.remove(t.Context(), view, inB, "test"); err == nil {
+		t.Fatal("a failed delete reported no error")
+	}
+	_, f := r.figures(view, time.Now())
+	if f.FailureRatePercent != 50 || fmt.Sprint(f.NamespaceFailureRatePercent) != "map[a:0 b:100]" {
+		t.Errorf("failure rates %d%% and %v, want 50%% over the policy, a 0 and b 100", f.FailureRatePercent, f.NamespaceFailureRatePercent)
 	}
 }

@@ -24,8 +24,8 @@ type NamespaceHealth struct {
 	// +kubebuilder:validation:MaxLength=63
 	Namespace string `json:"namespace"`
 
-	// health is Healthy or Degraded, judged on the namespace's zombies with
-	// the policy's thresholds.
+	// health is the namespace's: its zombies, and the failure rate of the
+	// policy's deletions there, judged with the policy's thresholds.
 	// +optional
 	Health HealthState `json:"health,omitempty"`
 
@@ -48,8 +48,8 @@ type ClusterCleanupPolicyStatus struct {
 	CleanupPolicyStatus `json:",inline"`
 
 	// namespaces are the namespaces in the worst health where the policy
-	// governs zombies, worst first (Degraded before Healthy, then the most
-	// zombies); at most 10.
+	// governs zombies, worst first (Unhealthy, Degraded, Healthy, then the
+	// most zombies); at most 10.
 	// +optional
 	// +listType=map
 	// +listMapKey=namespace

@@ -238,6 +238,13 @@ func TestClusterPolicyReportSumsNamespacesWorstFirst(t *testing.T) {
 		t.Errorf("Overlapping = %+v, want True naming ClusterCleanupPolicy older", c)
 	}
 
+	// A namespace where the policy's deletions fail comes first, however
+	// few its zombies.
+	s = ClusterPolicyReport(&cp, tallies, "", Figures{NamespaceFailureRatePercent: map[string]int32{"calm": 50}}, now).Status
+	if n := s.Namespaces[0]; n.Namespace != "calm" || n.Health != arbiterv1alpha1.HealthUnhealthy {
+		t.Errorf("first namespace %+v, want calm, Unhealthy", n)
+	}
+
 	var many []NamespaceTally
 	for i := range 15 {
 		many = append(many, NamespaceTally{Namespace: fmt.Sprintf("ns-%02d", i), Tally: Tally{UID: cp.UID, Observation: Observation{Zombies: i + 1}}})

@@ -28,6 +28,9 @@ type Figures struct {
 	Cleaned, Failed int64
 	// FailureRatePercent is over FailureWindow (see Outcomes).
 	FailureRatePercent int32
+	// NamespaceFailureRatePercent is a ClusterCleanupPolicy's failure rate
+	// in each namespace it attempted deletions in over FailureWindow.
+	NamespaceFailureRatePercent map[string]int32
 	// Latency is from completedAt to gone; nil without samples.
 	Latency *arbiterv1alpha1.CleanupLatency
 }
@@ -267,9 +270,11 @@ func ClusterPolicyReport(cp *arbiterv1alpha1.ClusterCleanupPolicy, tallies []Nam
 			overlappedBy = t.OverlappedBy
 		}
 		if t.Zombies > 0 {
-			// A namespace's health is judged on its zombies; cleanup
-			// failures count for the policy as a whole.
-			state, _, _ := Health(cp.Spec.Health, t.Observation)
+			// A namespace's health: its zombies, and the policy's
+			// deletions there.
+			nsObs := t.Observation
+			nsObs.FailureRatePercent = f.NamespaceFailureRatePercent[t.Namespace]
+			state, _, _ := Health(cp.Spec.Health, nsObs)
 			namespaces = append(namespaces, arbiterv1alpha1.NamespaceHealth{Namespace: t.Namespace, Health: state,
 				Zombies: int32(t.Zombies), OldestZombieAgeSeconds: int64(t.OldestZombieAge.Seconds())})
 		}
