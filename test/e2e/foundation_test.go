@@ -114,6 +114,12 @@ spec:
 		Expect(err).NotTo(HaveOccurred())
 		Expect(out).To(ContainSubstring("namespaceSelector chooses"))
 		Expect(out).To(ContainSubstring("matchLabels"))
+		out, err = kubectl("explain", "opcp.spec.retentionByOutcome")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(MatchRegexp(`most\s+specific\s+entry\s+wins`))
+		out, err = kubectl("explain", "ocpp.status.heldZombies")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(MatchRegexp(`held\s+from\s+cleanup`))
 	})
 })
 
