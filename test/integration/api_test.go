@@ -96,15 +96,20 @@ func create(obj client.Object) error {
 	return k8sClient.Create(ctx, obj, client.FieldValidation("Strict"))
 }
 
+// expectRefused creates obj and expects the API server to refuse it with a
+// message naming field and saying why.
+func expectRefused(obj *unstructured.Unstructured, field, why string) {
+	GinkgoHelper()
+	err := create(obj)
+	Expect(err).To(HaveOccurred(), "the API server accepted it")
+	Expect(apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)).To(BeTrue(), "unexpected error kind: %v", err)
+	Expect(err.Error()).To(ContainSubstring(field))
+	Expect(err.Error()).To(ContainSubstring(why))
+}
+
 var _ = Describe("The API server", func() {
 	DescribeTable("refuses an invalid manifest with a message naming the field",
-		func(obj *unstructured.Unstructured, field, why string) {
-			err := create(obj)
-			Expect(err).To(HaveOccurred(), "the API server accepted it")
-			Expect(apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)).To(BeTrue(), "unexpected error kind: %v", err)
-			Expect(err.Error()).To(ContainSubstring(field))
-			Expect(err.Error()).To(ContainSubstring(why))
-		},
+		expectRefused,
 		// ConflictResolutionOperation
 		Entry("no targets", operation(`spec: {targets: []}`),
 			"spec.targets", "at least 1 item"),
