@@ -84,10 +84,23 @@ func TestChartAppliesServerSide(t *testing.T) {
 				t.Fatal(err)
 			}
 			assertStored(t, cfg, objects)
-			for _, check := range accessChecks[name] {
-				out, _ := kubectl("", append([]string{"auth", "can-i", "--as", managerUser}, check.args...)...)
+			canI := func(as string, check accessCheck) {
+				out, _ := kubectl("", append([]string{"auth", "can-i", "--as", as}, check.args...)...)
 				if got := strings.TrimSpace(out) == "yes"; got != check.allowed {
-					t.Errorf("the manager's ServiceAccount can %s: %v, want %v", strings.Join(check.args, " "), got, check.allowed)
+					t.Errorf("%s can %s: %v, want %v", as, strings.Join(check.args, " "), got, check.allowed)
+				}
+			}
+			for _, check := range accessChecks[name] {
+				canI(managerUser, check)
+			}
+			if name == "defaults" {
+				// A platform team bound to the cluster policy editor role.
+				if out, err := kubectl("", "create", "clusterrolebinding", "platform-cleanup",
+					"--clusterrole=arbiter-clustercleanuppolicy-editor-role", "--user="+platformUser); err != nil {
+					t.Fatalf("%v\n%s", err, out)
+				}
+				for _, c := range platformChecks {
+					canI(c.as, c.accessCheck)
 				}
 			}
 		})
@@ -97,11 +110,26 @@ func TestChartAppliesServerSide(t *testing.T) {
 // managerUser is the manager's ServiceAccount in a release named arbiter.
 const managerUser = "system:serviceaccount:" + namespace + ":arbiter-controller-manager"
 
+// platformUser is bound to the ClusterCleanupPolicy editor role by the test.
+const platformUser = "platform-team"
+
 // accessCheck is a `kubectl auth can-i` question about the manager's
 // ServiceAccount and the answer the applied RBAC must give.
 type accessCheck struct {
 	args    []string
 	allowed bool
+}
+
+// platformChecks are asked of the defaults, by user: the ClusterCleanupPolicy
+// editor role grants cluster policies and nothing namespaced.
+var platformChecks = []struct {
+	as string
+	accessCheck
+}{
+	{platformUser, accessCheck{[]string{"create", "clustercleanuppolicies.arbiter.dev"}, true}},
+	{platformUser, accessCheck{[]string{"update", "clustercleanuppolicies.arbiter.dev"}, true}},
+	{platformUser, accessCheck{[]string{"create", "cleanuppolicies.arbiter.dev", "-n", "bank"}, false}},
+	{"someone-else", accessCheck{[]string{"create", "clustercleanuppolicies.arbiter.dev"}, false}},
 }
 
 // accessChecks are asked after each rendering is applied: the bindings reach
