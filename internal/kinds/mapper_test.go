@@ -19,8 +19,9 @@ type fakeDiscovery struct {
 	served []schema.GroupVersionKind
 	fail   error
 	calls  atomic.Int32
-	// gate, when set, holds each snapshot until it is closed.
-	gate chan struct{}
+	// gate, when set, holds each snapshot until it is closed; started then
+	// receives one value as each snapshot begins.
+	gate, started chan struct{}
 }
 
 func (d *fakeDiscovery) serve(gvk schema.GroupVersionKind) {
@@ -32,6 +33,10 @@ func (d *fakeDiscovery) serve(gvk schema.GroupVersionKind) {
 func (d *fakeDiscovery) snapshot() (meta.RESTMapper, error) {
 	d.calls.Add(1)
 	if d.gate != nil {
+		select { // a second snapshot must not hang the test: calls counts it
+		case d.started <- struct{}{}:
+		default:
+		}
 		<-d.gate
 	}
 	d.mu.Lock()
@@ -149,16 +154,14 @@ func TestAnOperationStampedAheadOfTheManagersClockIsAnswered(t *testing.T) {
 
 func TestConcurrentLookupsShareOneSnapshot(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Unix(1000, 0))
-	d := &fakeDiscovery{served: []schema.GroupVersionKind{configMap}, gate: make(chan struct{})}
+	d := &fakeDiscovery{served: []schema.GroupVersionKind{configMap}, gate: make(chan struct{}), started: make(chan struct{}, 1)}
 	m := newMapper(d, clk)
 	var wg sync.WaitGroup
 	errs := make(chan error, 50)
 	for range 50 {
 		wg.Go(func() { errs <- mapping(m, time.Time{}, configMap) })
 	}
-	for d.calls.Load() == 0 {
-		time.Sleep(time.Millisecond) // until one lookup is discovering
-	}
+	<-d.started // one lookup is discovering; the others wait for it
 	close(d.gate)
 	wg.Wait()
 	close(errs)
@@ -202,13 +205,11 @@ func TestAServedKindDoesNotWaitForARefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Step(time.Second)
-	d.gate = make(chan struct{})
+	d.gate, d.started = make(chan struct{}), make(chan struct{}, 1)
 	defer close(d.gate)
 	refreshing := make(chan error, 1)
 	go func() { refreshing <- mapping(m, clk.Now(), account) }()
-	for d.calls.Load() < 2 {
-		time.Sleep(time.Millisecond) // until the refresh is under way
-	}
+	<-d.started // the refresh is under way
 	if err := mapping(m, time.Time{}, configMap); err != nil {
 		t.Fatal(err)
 	}
