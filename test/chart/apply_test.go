@@ -1,11 +1,8 @@
 package chart
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -53,14 +50,7 @@ func TestChartAppliesServerSide(t *testing.T) {
 		t.Fatal(err)
 	}
 	kubectl := func(stdin string, args ...string) (string, error) {
-		cmd := exec.Command(filepath.Join(assets, "kubectl"), append([]string{"--kubeconfig", kubeconfig}, args...)...)
-		cmd.Stdin = strings.NewReader(stdin)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
-			return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
-		}
-		return stdout.String(), nil
+		return util.Kubectl(filepath.Join(assets, "kubectl"), kubeconfig, stdin, args...)
 	}
 	if _, err := kubectl("", "create", "namespace", namespace); err != nil {
 		t.Fatal(err)
