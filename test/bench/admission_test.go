@@ -72,28 +72,14 @@ func admissionFigures(before, after map[string]float64, operations float64) map[
 // when BENCH_MANAGER_PROFILE names a file to write it to; wait returns once
 // it is written.
 func (e *env) profileManager(seconds int) (wait func()) {
-	path := os.Getenv("BENCH_MANAGER_PROFILE")
-	if path == "" {
-		return func() {}
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	return e.profileTo("BENCH_MANAGER_PROFILE", "the manager", func() ([]byte, error) {
 		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", e.mgr.pprof, seconds))
 		if err != nil {
-			e.t.Errorf("profiling the manager: %v", err)
-			return
+			return nil, err
 		}
 		defer func() { _ = resp.Body.Close() }()
-		raw, err := io.ReadAll(resp.Body)
-		if err == nil {
-			err = os.WriteFile(path, raw, 0o644)
-		}
-		if err != nil {
-			e.t.Error(err)
-		}
-	}()
-	return func() { <-done }
+		return io.ReadAll(resp.Body)
+	})
 }
 
 // profileAPIServer starts a CPU profile of kube-apiserver for the next
@@ -101,17 +87,26 @@ func (e *env) profileManager(seconds int) (wait func()) {
 // returns once it is written. The profile is for reading with `go tool
 // pprof`, not a figure.
 func (e *env) profileAPIServer(seconds int) (wait func()) {
-	path := os.Getenv("BENCH_APISERVER_PROFILE")
+	return e.profileTo("BENCH_APISERVER_PROFILE", "kube-apiserver", func() ([]byte, error) {
+		return e.kube.RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(seconds)).
+			Timeout(time.Duration(seconds+30) * time.Second).DoRaw(e.ctx)
+	})
+}
+
+// profileTo runs fetch in the background when the environment variable
+// names a file, and writes what it returns there; wait returns once it is
+// written (at once when the variable is unset).
+func (e *env) profileTo(variable, what string, fetch func() ([]byte, error)) (wait func()) {
+	path := os.Getenv(variable)
 	if path == "" {
 		return func() {}
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		raw, err := e.kube.RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(seconds)).
-			Timeout(time.Duration(seconds+30) * time.Second).DoRaw(e.ctx)
+		raw, err := fetch()
 		if err != nil {
-			e.t.Errorf("profiling kube-apiserver: %v", err)
+			e.t.Errorf("profiling %s: %v", what, err)
 			return
 		}
 		if err := os.WriteFile(path, raw, 0o644); err != nil {
