@@ -12,6 +12,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
@@ -159,11 +160,27 @@ func outcomeEvent(phase arbiterv1alpha1.OperationPhase, reason string) (eventTyp
 // patchStatus applies mutate to op's status and writes it in one merge
 // patch carrying the resourceVersion op was read at: a decision made on a
 // stale copy meets a 409 instead of overwriting a newer outcome.
+//
+// The API server answers with the object's metadata alone
+// (as=PartialObjectMetadata): the status it stored is op's own, since the
+// patch applied to the very version op was read at, so encoding the whole
+// object back and decoding it here would be work for nothing. op takes the
+// new metadata (resourceVersion, managedFields).
 func (r *OperationReconciler) patchStatus(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation,
 	mutate func(*arbiterv1alpha1.ConflictResolutionOperation)) error {
 	orig := op.DeepCopy()
 	mutate(op)
-	return r.Client.Status().Patch(ctx, op, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+	data, err := client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}).Data(op)
+	if err != nil {
+		return err
+	}
+	stored := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: op.Namespace, Name: op.Name}}
+	stored.SetGroupVersionKind(arbiterv1alpha1.GroupVersion.WithKind("ConflictResolutionOperation"))
+	if err := r.Client.Status().Patch(ctx, stored, client.RawPatch(types.MergePatchType, data)); err != nil {
+		return err
+	}
+	op.ObjectMeta = stored.ObjectMeta
+	return nil
 }
 
 func micro(t time.Time) *metav1.MicroTime {

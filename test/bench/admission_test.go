@@ -87,7 +87,14 @@ func (e *env) profileManager(seconds int) (wait func()) {
 // returns once it is written. The profile is for reading with `go tool
 // pprof`, not a figure.
 func (e *env) profileAPIServer(seconds int) (wait func()) {
-	return e.profileTo("BENCH_APISERVER_PROFILE", "kube-apiserver", func() ([]byte, error) {
+	return e.profileAPIServerTo("BENCH_APISERVER_PROFILE", seconds)
+}
+
+// profileAPIServerTo is profileAPIServer into the file the environment
+// variable names: BENCH_RAW_PROFILE profiles the raw limit's writes, for
+// `go tool pprof -diff_base` against the storm's.
+func (e *env) profileAPIServerTo(variable string, seconds int) (wait func()) {
+	return e.profileTo(variable, "kube-apiserver", func() ([]byte, error) {
 		return e.kube.RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(seconds)).
 			Timeout(time.Duration(seconds+30) * time.Second).DoRaw(e.ctx)
 	})

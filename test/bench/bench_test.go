@@ -27,6 +27,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -254,6 +255,48 @@ func cpuSeconds(pid int) float64 {
 	return (utime + stime) / 100
 }
 
+// machineCPU is the CPU time each process of the benchmark has used so far,
+// by command name: the benchmark client itself ("client") and the
+// processes it started (kube-apiserver, etcd, manager, ...). Read before
+// and after a scenario, it shows which process the machine's cores went
+// to.
+func machineCPU() map[string]float64 {
+	use := map[string]float64{"client": cpuSeconds(os.Getpid())}
+	self := strconv.Itoa(os.Getpid())
+	entries, _ := os.ReadDir("/proc")
+	for _, d := range entries {
+		raw, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		line := string(raw)
+		open, closing := strings.IndexByte(line, '('), strings.LastIndexByte(line, ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		// The parent's pid is the second field after the command name.
+		if fields := strings.Fields(line[closing+2:]); len(fields) > 1 && fields[1] == self {
+			pid, _ := strconv.Atoi(d.Name())
+			use[line[open+1:closing]] += cpuSeconds(pid)
+		}
+	}
+	return use
+}
+
+// cpuFigures turns two readings of machineCPU into figures: each process's
+// CPU milliseconds per operation, and their sum.
+func cpuFigures(before, after map[string]float64, operations float64) map[string]float64 {
+	figures := map[string]float64{}
+	var total float64
+	for name, s := range after {
+		ms := (s - before[name]) * 1000 / operations
+		total += ms
+		figures["cpu_ms_per_operation_"+strings.NewReplacer("-", "_", ".", "_").Replace(name)] = ms
+	}
+	figures["cpu_ms_per_operation_all_processes"] = total
+	return figures
+}
+
 func freeAddr(b testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -323,9 +366,54 @@ func operation(ns, name string, target int, priority int32, queue bool) *arbiter
 // rawLimit issues the API writes a storm of 200 targets x 5 operations costs
 // arbiter (per target 5 creates, 1 target update, 5 status writes, 4
 // deletes) from a tight client with no arbitration, and no manager or
-// webhook: the ceiling for arbiter's throughput on this machine.
+// webhook: the ceiling for arbiter's throughput on this machine. Its status
+// writes carry what arbiter's outcomes carry (see finishedStatus), so that
+// the ceiling is set by the same writes. It also measures the same writes
+// with phase alone in status, as the raw limit did before, for comparison.
 func (e *env) rawLimit() Result {
-	const ns, targets, per = "raw", 200, 5
+	full := e.rawWrites("raw", finishedStatus)
+	phaseOnly := e.rawWrites("raw-phase-only", func(op *arbiterv1alpha1.ConflictResolutionOperation, _ int32, won bool) {
+		op.Status.Phase = arbiterv1alpha1.PhaseRejected
+		if won {
+			op.Status.Phase = arbiterv1alpha1.PhaseSucceeded
+		}
+	})
+	for k, v := range phaseOnly {
+		if k == "operations_per_second" || k == "seconds" {
+			full["phase_only_"+k] = v
+		}
+	}
+	return Result{Scenario: "raw-limit", Cores: runtime.NumCPU(), Figures: full, Notes: "the API writes of a 1000-operation storm from 32 workers, without arbitration, manager or webhook; status writes carry the phase, reason, message, winner, stamps and conditions arbiter writes (phase_only_*: phase alone); cpu_ms_per_operation_* are each process's CPU time"}
+}
+
+// finishedStatus sets in op the status arbiter writes for a storm's outcome:
+// Succeeded for the winner of its target's batch, else Rejected by it.
+func finishedStatus(op *arbiterv1alpha1.ConflictResolutionOperation, winner int32, won bool) {
+	now := metav1.NowMicro()
+	s := &op.Status
+	s.EffectivePriority, s.StagedAt, s.CompletedAt, s.ObservedGeneration = op.Spec.Priority, &now, &now, op.Generation
+	condition := func(t, reason, message string) {
+		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: t, Status: metav1.ConditionTrue, Reason: reason, Message: message, ObservedGeneration: op.Generation})
+	}
+	condition(arbiterv1alpha1.OperationStaged, arbiterv1alpha1.ReasonStaged, fmt.Sprintf("Staged with effective priority %d", op.Spec.Priority))
+	if won {
+		s.Phase, s.Reason, s.Attempts, s.StartedAt = arbiterv1alpha1.PhaseSucceeded, arbiterv1alpha1.ReasonApplied, 1, &now
+		s.Message = "Applied to 1 target(s) in 1 write attempt(s)"
+		t := op.Spec.Targets[0]
+		s.Targets = []arbiterv1alpha1.TargetStatus{{APIVersion: t.APIVersion, Kind: t.Kind, Name: t.Name, Applied: true, ResourceVersionBefore: "1", ResourceVersionAfter: "2"}}
+		condition(arbiterv1alpha1.OperationSucceeded, s.Reason, s.Message)
+	} else {
+		s.Phase, s.Reason, s.Winner = arbiterv1alpha1.PhaseRejected, arbiterv1alpha1.ReasonLostStaging, fmt.Sprintf("%s-%d", op.Name[:strings.LastIndexByte(op.Name, '-')], winner)
+		s.Message = fmt.Sprintf("Lost staging to %s among 5 operations on the same target", s.Winner)
+		condition(arbiterv1alpha1.OperationRejected, s.Reason, s.Message)
+	}
+	condition(arbiterv1alpha1.OperationFinished, string(s.Phase), s.Message)
+}
+
+// rawWrites times the raw limit's writes in namespace ns, each operation's
+// status set by finish.
+func (e *env) rawWrites(ns string, finish func(op *arbiterv1alpha1.ConflictResolutionOperation, winner int32, won bool)) map[string]float64 {
+	const targets, per = 200, 5
 	e.namespace(ns, targets)
 	// The CRDs are served a moment after they are installed: measuring
 	// before then would time failed creates. Both kinds are looked up once
@@ -341,6 +429,11 @@ func (e *env) rawLimit() Result {
 	}
 	if err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, time.Minute, true, served); err != nil {
 		e.t.Fatal("ConflictResolutionOperations are not served a minute after the CRDs were installed")
+	}
+	cpuBefore := machineCPU()
+	rawProfiled := func() {}
+	if ns == "raw" {
+		rawProfiled = e.profileAPIServerTo("BENCH_RAW_PROFILE", 12)
 	}
 	start := time.Now()
 	parallel(targets, func(t int) {
@@ -364,10 +457,7 @@ func (e *env) rawLimit() Result {
 		}
 		for i, op := range ops {
 			patch := client.MergeFrom(op.DeepCopy())
-			op.Status.Phase = arbiterv1alpha1.PhaseRejected
-			if i == per-1 {
-				op.Status.Phase = arbiterv1alpha1.PhaseSucceeded
-			}
+			finish(op, per-1, i == per-1)
 			if err := e.c.Status().Patch(e.ctx, op, patch); err != nil {
 				e.t.Error(err)
 			}
@@ -379,9 +469,12 @@ func (e *env) rawLimit() Result {
 		}
 	})
 	elapsed := time.Since(start)
-	return Result{Scenario: "raw-limit", Cores: runtime.NumCPU(), Figures: map[string]float64{
+	rawProfiled()
+	figures := map[string]float64{
 		"operations": targets * per, "seconds": elapsed.Seconds(), "operations_per_second": targets * per / elapsed.Seconds(),
-	}, Notes: "the API writes of a 1000-operation storm from 32 workers, without arbitration, manager or webhook"}
+	}
+	maps.Copy(figures, cpuFigures(cpuBefore, machineCPU(), targets*per))
+	return figures
 }
 
 // run creates the operations from the benchmark's workers and watches them
@@ -390,7 +483,7 @@ func (e *env) rawLimit() Result {
 // With pace set, the operations are created one every pace instead, each
 // from a goroutine of its own.
 func (e *env) run(ns string, ops []*arbiterv1alpha1.ConflictResolutionOperation, gone bool, pace time.Duration) (lat []time.Duration, elapsed time.Duration, phases map[arbiterv1alpha1.OperationPhase]int) {
-	w, err := util.WatchOperations(e.ctx, e.c, ns)
+	w, err := util.WatchFinishedOperations(e.ctx, e.c, ns)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -474,10 +567,10 @@ func (e *env) storm(raw Result) Result {
 			ops = append(ops, operation(ns, fmt.Sprintf("op-%d-%d", t, i), t, int32(i+1), false))
 		}
 	}
-	before, cpuBefore, requestsBefore, admissionBefore := e.writes(), cpuSeconds(e.mgr.pid()), e.requestsByResource(), e.admissionSeconds()
-	profiled, managerProfiled := e.profileAPIServer(8), e.profileManager(8)
+	before, cpuBefore, requestsBefore, admissionBefore, machineBefore := e.writes(), cpuSeconds(e.mgr.pid()), e.requestsByResource(), e.admissionSeconds(), machineCPU()
+	profiled, managerProfiled := e.profileAPIServer(12), e.profileManager(12)
 	lat, elapsed, phases := e.run(ns, ops, true, 0)
-	after, cpu, requestsAfter, admissionAfter := e.writes(), cpuSeconds(e.mgr.pid())-cpuBefore, e.requestsByResource(), e.admissionSeconds()
+	after, cpu, requestsAfter, admissionAfter, machineAfter := e.writes(), cpuSeconds(e.mgr.pid())-cpuBefore, e.requestsByResource(), e.admissionSeconds(), machineCPU()
 	profiled()
 	managerProfiled()
 	n := float64(len(ops))
@@ -503,6 +596,7 @@ func (e *env) storm(raw Result) Result {
 		"manager_cpu_seconds":                        cpu,
 	}
 	maps.Copy(figures, admissionFigures(admissionBefore, admissionAfter, n))
+	maps.Copy(figures, cpuFigures(machineBefore, machineAfter, n))
 	return Result{Scenario: "storm-reject-immediate", Cores: runtime.NumCPU(), Figures: figures, Notes: "200 targets x 5 operations from 32 workers; latency from create (client clock) to terminal (watch); API writes from apiserver_request_total (operations and targets, status included); API requests of every resource and verb but WATCH, the client's included; api_server_ms_per_operation_* from the API server's admission, CEL and request duration histograms (time, not CPU)"}
 }
 

@@ -155,11 +155,29 @@ func NewEnvironment(webhooks envtest.WebhookInstallOptions) (*envtest.Environmen
 // does to a watcher that falls behind on a busy machine): a test that counts
 // events must not lose any.
 func WatchOperations(ctx context.Context, c client.WithWatch, ns string) (watch.Interface, error) {
+	return watchOperations(ctx, c, ns, "")
+}
+
+// WatchFinishedOperations is WatchOperations for operations in a terminal
+// phase only: each is seen once it finishes, and again when it is deleted.
+// The API server filters the rest (status.phase is a selectable field), so
+// a benchmark's observer decodes one event per operation rather than one
+// per write.
+func WatchFinishedOperations(ctx context.Context, c client.WithWatch, ns string) (watch.Interface, error) {
+	var unfinished []string
+	for _, p := range []arbiterv1alpha1.OperationPhase{"", arbiterv1alpha1.PhasePending, arbiterv1alpha1.PhaseQueued, arbiterv1alpha1.PhaseExecuting} {
+		unfinished = append(unfinished, "status.phase!="+string(p))
+	}
+	return watchOperations(ctx, c, ns, strings.Join(unfinished, ","))
+}
+
+func watchOperations(ctx context.Context, c client.WithWatch, ns, fieldSelector string) (watch.Interface, error) {
 	var list arbiterv1alpha1.ConflictResolutionOperationList
 	if err := c.List(ctx, &list, client.InNamespace(ns), client.Limit(1)); err != nil {
 		return nil, err
 	}
 	lw := &cache.ListWatch{WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+		opts.FieldSelector = fieldSelector
 		return c.Watch(ctx, &arbiterv1alpha1.ConflictResolutionOperationList{}, client.InNamespace(ns), &client.ListOptions{Raw: &opts})
 	}}
 	return watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, lw)
