@@ -14,15 +14,7 @@ import (
 // The defaults in Go and the `default:` the API server applies from the
 // generated CRD must be one and the same.
 func TestDefaultsMatchTheCRD(t *testing.T) {
-	raw, err := os.ReadFile("../../config/crd/bases/arbiter.dev_conflictresolutionoperations.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var crd apiextensionsv1.CustomResourceDefinition
-	if err := yaml.Unmarshal(raw, &crd); err != nil {
-		t.Fatal(err)
-	}
-	spec := crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Properties["spec"]
+	spec := operationSchema(t).Properties["spec"]
 	crdDefault := func(path ...string) string {
 		s := spec
 		for _, p := range path {
@@ -60,4 +52,18 @@ func TestDefaultsMatchTheCRD(t *testing.T) {
 			t.Errorf("spec.%s: the CRD defaults to %v, the code to %v", name, tc.crd, tc.code)
 		}
 	}
+}
+
+// operationSchema is the schema of the generated operation CRD in
+// config/crd/bases, as the API server is given it.
+func operationSchema(tb testing.TB) *apiextensionsv1.JSONSchemaProps {
+	raw, err := os.ReadFile("../../config/crd/bases/arbiter.dev_conflictresolutionoperations.yaml")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var crd apiextensionsv1.CustomResourceDefinition
+	if err := yaml.Unmarshal(raw, &crd); err != nil {
+		tb.Fatal(err)
+	}
+	return crd.Spec.Versions[0].Schema.OpenAPIV3Schema
 }

@@ -2,7 +2,6 @@ package v1alpha1
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	celconfig "k8s.io/apiserver/pkg/apis/cel"
-	"sigs.k8s.io/yaml"
 )
 
 // BenchmarkCRDRules measures what the CEL rules of the operation CRD cost
@@ -71,15 +69,7 @@ func BenchmarkCRDRules(b *testing.B) {
 // crdValidator builds the API server's CEL validator for the operation CRD
 // in config/crd/bases, optionally without the spec immutability rule.
 func crdValidator(b *testing.B, withoutImmutability bool) (*schema.Structural, *cel.Validator) {
-	raw, err := os.ReadFile("../../config/crd/bases/arbiter.dev_conflictresolutionoperations.yaml")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var crd apiextensionsv1.CustomResourceDefinition
-	if err := yaml.Unmarshal(raw, &crd); err != nil {
-		b.Fatal(err)
-	}
-	v1 := crd.Spec.Versions[0].Schema.OpenAPIV3Schema
+	v1 := operationSchema(b)
 	if withoutImmutability {
 		spec := v1.Properties["spec"]
 		spec.XValidations = nil
