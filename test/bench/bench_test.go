@@ -639,7 +639,7 @@ func (e *env) storm(round int, raw Result) Result {
 	}
 	maps.Copy(figures, admissionFigures(admissionBefore, admissionAfter, n))
 	maps.Copy(figures, cpuFigures(machineBefore, machineAfter, n))
-	return Result{Scenario: "storm-reject-immediate", Cores: runtime.NumCPU(), Figures: figures, Notes: "200 targets x 5 operations from 32 workers; latency from create (client clock) to terminal (watch); API writes from apiserver_request_total (operations and targets, status included); API requests of every resource and verb but WATCH, the client's included; api_server_ms_per_operation_* from the API server's admission, CEL and request duration histograms (time, not CPU)"}
+	return Result{Scenario: "storm-reject-immediate", Cores: runtime.NumCPU(), Figures: figures, Notes: "200 targets x 5 operations from 32 workers; the round whose ratio to the raw limit timed just before it is the median of three (ratio_to_raw_limit_lowest/_highest: the other two); latency from create (client clock) to terminal (watch); API writes from apiserver_request_total (operations and targets, status included); API requests of every resource and verb but WATCH, the client's included; api_server_ms_per_operation_* from the API server's admission, CEL and request duration histograms (time, not CPU); cpu_ms_per_operation_* are each process's CPU time"}
 }
 
 // queue: 50 targets x 10 queued operations, all applied.
