@@ -6,6 +6,7 @@ import (
 	"k8s.io/klog/v2"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/internal/cleanup"
 )
 
 // Audit records: one info line per operation cleanup removed (or, under
@@ -28,14 +29,10 @@ type policyRef struct {
 	Name string `json:"name"`
 }
 
-// refOf names a policy: its kind is CleanupPolicy unless its TypeMeta says
-// otherwise; the operator-wide default is named --default-cleanup-strategy.
+// refOf names a policy; the operator-wide default is named
+// --default-cleanup-strategy.
 func refOf(p *arbiterv1alpha1.CleanupPolicy) policyRef {
-	kind := p.GetObjectKind().GroupVersionKind().Kind
-	if kind == "" {
-		kind = "CleanupPolicy"
-	}
-	return policyRef{Kind: kind, Name: p.Name}
+	return policyRef{Kind: cleanup.Kind(p), Name: p.Name}
 }
 
 // stamp renders a time for an audit record: RFC 3339 in UTC, "" when unset.

@@ -115,13 +115,9 @@ func policyToNamespace(_ context.Context, o client.Object) []reconcile.Request {
 // ClusterCleanupPolicy covers (before and after the change: the map sees
 // both), and of those it had a tally in.
 func (r *CleanupReconciler) clusterPolicyToNamespaces(ctx context.Context, o client.Object) []reconcile.Request {
-	cp, ok := o.(*arbiterv1alpha1.ClusterCleanupPolicy)
-	if !ok {
+	cp, namespaces := r.changedClusterPolicy(ctx, o)
+	if cp == nil {
 		return nil
-	}
-	namespaces, err := r.namespacesCoveredBy(ctx, cp)
-	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Listing the namespaces of a changed cluster policy", "clusterCleanupPolicy", cp.Name)
 	}
 	key := cleanup.Key(cleanup.ClusterView(cp))
 	r.mu.Lock()
@@ -136,6 +132,21 @@ func (r *CleanupReconciler) clusterPolicyToNamespaces(ctx context.Context, o cli
 		reqs = append(reqs, namespaceRequest(ns))
 	}
 	return reqs
+}
+
+// changedClusterPolicy is the ClusterCleanupPolicy a watch map was handed
+// (nil for any other object) and the namespaces it covers; a failed listing
+// is logged and covers none.
+func (r *CleanupReconciler) changedClusterPolicy(ctx context.Context, o client.Object) (*arbiterv1alpha1.ClusterCleanupPolicy, []string) {
+	cp, ok := o.(*arbiterv1alpha1.ClusterCleanupPolicy)
+	if !ok {
+		return nil, nil
+	}
+	namespaces, err := r.namespacesCoveredBy(ctx, cp)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing the namespaces of a changed cluster policy", "clusterCleanupPolicy", cp.Name)
+	}
+	return cp, namespaces
 }
 
 // namespacesCoveredBy lists the namespaces cp's namespaceSelector selects,
@@ -181,16 +192,21 @@ func (r *CleanupReconciler) reportDue(gov *arbiterv1alpha1.CleanupPolicy) {
 	case cleanup.IsDefault(gov):
 		return
 	case cleanup.IsCluster(gov):
-		cp := &arbiterv1alpha1.ClusterCleanupPolicy{ObjectMeta: metav1.ObjectMeta{Name: gov.Name}}
-		select {
-		case r.clusterReportsDue <- event.TypedGenericEvent[*arbiterv1alpha1.ClusterCleanupPolicy]{Object: cp}:
-		default: // the timer refreshes it
-		}
+		r.clusterReportDue(gov.Name)
 	default:
 		select {
 		case r.reportsDue <- event.TypedGenericEvent[*arbiterv1alpha1.CleanupPolicy]{Object: gov}:
-		default:
+		default: // the timer refreshes it
 		}
+	}
+}
+
+// clusterReportDue asks for a refresh of ClusterCleanupPolicy name's report.
+func (r *CleanupReconciler) clusterReportDue(name string) {
+	cp := &arbiterv1alpha1.ClusterCleanupPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	select {
+	case r.clusterReportsDue <- event.TypedGenericEvent[*arbiterv1alpha1.ClusterCleanupPolicy]{Object: cp}:
+	default: // the timer refreshes it
 	}
 }
 
@@ -215,15 +231,6 @@ func (r *CleanupReconciler) figures(p *arbiterv1alpha1.CleanupPolicy, now time.T
 	f.Latency = cleanup.LatencyOf(&t.latencies)
 	f.Cleaned, f.Failed = t.cleaned, t.failed
 	return t, f
-}
-
-// recorded subtracts what a written report recorded from t: what came since
-// is for the next report.
-func (r *CleanupReconciler) recorded(t *policyTracker, f cleanup.Figures) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	t.cleaned -= f.Cleaned
-	t.failed -= f.Failed
 }
 
 // reconcileNamespace takes a census of a namespace and writes the reports
@@ -276,17 +283,29 @@ func (r *CleanupReconciler) reconcileNamespace(ctx context.Context, req ctrl.Req
 		}
 		orig := p.DeepCopy()
 		p.Status = rep.Status
-		if err := r.Client.Status().Patch(ctx, p, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		if err := r.writeReport(ctx, p, orig, t, f, p.Spec.DryRun); err != nil {
 			return ctrl.Result{}, fmt.Errorf("recording the status of CleanupPolicy %s/%s: %w", namespace, p.Name, err)
-		}
-		r.recorded(t, f)
-		// One event per report for every zombie removed since the last
-		// (a dryRun policy's WouldClean events name each instead).
-		if f.Cleaned > 0 && !p.Spec.DryRun {
-			r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "Cleaned", "Cleanup", "Removed %d zombie(s) since the last report", f.Cleaned)
 		}
 	}
 	return ctrl.Result{RequeueAfter: refresh}, nil
+}
+
+// writeReport writes a policy's new report (policy, changed from orig),
+// subtracts what it recorded from t (what came since is for the next
+// report), and sends one event for every zombie removed since the last: a
+// dryRun policy's WouldClean events name each instead.
+func (r *CleanupReconciler) writeReport(ctx context.Context, policy, orig client.Object, t *policyTracker, f cleanup.Figures, dryRun bool) error {
+	if err := r.Client.Status().Patch(ctx, policy, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	t.cleaned -= f.Cleaned
+	t.failed -= f.Failed
+	r.mu.Unlock()
+	if f.Cleaned > 0 && !dryRun {
+		r.Recorder.Eventf(policy, nil, corev1.EventTypeNormal, "Cleaned", "Cleanup", "Removed %d zombie(s) since the last report", f.Cleaned)
+	}
+	return nil
 }
 
 // storeCensus keeps a namespace's census (nil: the namespace has no
@@ -325,7 +344,7 @@ func (r *CleanupReconciler) storeCensus(namespace string, c *namespaceCensus) {
 		}
 	}
 	for name := range changed {
-		r.reportDue(&arbiterv1alpha1.CleanupPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}})
+		r.clusterReportDue(name)
 	}
 }
 
@@ -377,12 +396,8 @@ func (r *CleanupReconciler) reconcileClusterPolicy(ctx context.Context, req ctrl
 	if rep.Changed {
 		orig := cp.DeepCopy()
 		cp.Status = rep.Status
-		if err := r.Client.Status().Patch(ctx, cp, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		if err := r.writeReport(ctx, cp, orig, t, f, cp.Spec.DryRun); err != nil {
 			return ctrl.Result{}, fmt.Errorf("recording the status of ClusterCleanupPolicy %s: %w", cp.Name, err)
-		}
-		r.recorded(t, f)
-		if f.Cleaned > 0 && !cp.Spec.DryRun {
-			r.Recorder.Eventf(cp, nil, corev1.EventTypeNormal, "Cleaned", "Cleanup", "Removed %d zombie(s) since the last report", f.Cleaned)
 		}
 	}
 	return ctrl.Result{RequeueAfter: rep.Refresh}, nil

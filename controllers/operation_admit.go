@@ -61,14 +61,14 @@ func (r *OperationReconciler) admit(ctx context.Context, op *arbiterv1alpha1.Con
 // requester may not get and update it, an error when that could not be
 // found out.
 func (r *OperationReconciler) checkTargets(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (*execute.Failure, error) {
+	// Served, as discovery tells after the operation's creation: its
+	// timestamp is whole seconds, so a second later.
+	created := op.CreationTimestamp.Add(time.Second)
 	for _, t := range op.Spec.Targets {
 		gv, err := schema.ParseGroupVersion(t.APIVersion)
 		if err != nil {
 			return &execute.Failure{Reason: arbiterv1alpha1.ReasonInvalidMutation, Message: fmt.Sprintf("Target apiVersion %q: %v", t.APIVersion, err)}, nil
 		}
-		// Served, as discovery tells after the operation's creation: its
-		// timestamp is whole seconds, so a second later.
-		created := op.CreationTimestamp.Add(time.Second)
 		mapping, err := r.Kinds.RESTMappingSince(created, gv.WithKind(t.Kind).GroupKind(), gv.Version)
 		switch {
 		case meta.IsNoMatchError(err):

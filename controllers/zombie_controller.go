@@ -66,15 +66,7 @@ func (r *CleanupReconciler) policyToZombies(ctx context.Context, o client.Object
 // namespaces a changed ClusterCleanupPolicy covers, before and after the
 // change (the map sees both objects of an update).
 func (r *CleanupReconciler) clusterPolicyToZombies(ctx context.Context, o client.Object) []reconcile.Request {
-	cp, ok := o.(*arbiterv1alpha1.ClusterCleanupPolicy)
-	if !ok {
-		return nil
-	}
-	namespaces, err := r.namespacesCoveredBy(ctx, cp)
-	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Listing the namespaces of a changed cluster policy", "clusterCleanupPolicy", cp.Name)
-		return nil
-	}
+	_, namespaces := r.changedClusterPolicy(ctx, o)
 	var reqs []reconcile.Request
 	for _, ns := range namespaces {
 		reqs = append(reqs, r.finishedIn(ctx, ns)...)
@@ -277,9 +269,8 @@ type reportedAs struct {
 // would; every removal and every first dry-run report writes its audit
 // record here, and nowhere else. The delete carries preconditions on the
 // UID and resourceVersion it was judged at, which the API server checks in
-// the same transaction: one
-// that changed since (or a stale cached copy) is left for the next
-// judgement, which its update brings. When the policy's rate limit allows
+// the same transaction: one that changed since (or a stale cached copy) is
+// left for the next judgement, which its update brings. When the policy's rate limit allows
 // no deletion yet, it deletes nothing and returns how long to wait.
 func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.CleanupPolicy, judged *arbiterv1alpha1.ConflictResolutionOperation, why string) (time.Duration, error) {
 	t := r.tracker(gov)

@@ -48,14 +48,18 @@ func Key(p *arbiterv1alpha1.CleanupPolicy) types.NamespacedName {
 	return types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 }
 
+// Kind is the kind of the object p is: ClusterCleanupPolicy for a cluster
+// policy's view, else CleanupPolicy (the operator-wide default included).
+func Kind(p *arbiterv1alpha1.CleanupPolicy) string {
+	if IsCluster(p) {
+		return "ClusterCleanupPolicy"
+	}
+	return "CleanupPolicy"
+}
+
 // KindName names a policy in events and logs: "CleanupPolicy x" or
 // "ClusterCleanupPolicy x".
-func KindName(p *arbiterv1alpha1.CleanupPolicy) string {
-	if IsCluster(p) {
-		return "ClusterCleanupPolicy " + p.Name
-	}
-	return "CleanupPolicy " + p.Name
-}
+func KindName(p *arbiterv1alpha1.CleanupPolicy) string { return Kind(p) + " " + p.Name }
 
 // selectorCacheSize bounds the parsed selectors kept: two per policy
 // version, far more than a cluster's policies.

@@ -14,9 +14,9 @@ const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 // CacheOptions is how the manager caches objects. Every object loses its
 // managedFields, and a finished operation keeps only what cleanup and
 // staging read: its identity, labels, priority, parent, targets' names,
-// requester's username, and its phase and times. Zombies can number tens of thousands, and arbiter
-// never applies a finished operation again; clients still read the whole
-// object from the API server.
+// requester's username, and its phase and times. Zombies can number tens
+// of thousands, and arbiter never applies a finished operation again;
+// clients still read the whole object from the API server.
 func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
