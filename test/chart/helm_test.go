@@ -50,12 +50,7 @@ func helm(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(helmBin(t), args...)
 	cmd.Dir = util.RepoRoot()
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("helm %s: %w: %s", strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String(), nil
+	return util.Output(cmd, "helm "+strings.Join(args, " "))
 }
 
 // renderRaw is the output of `helm template` for the release arbiter in

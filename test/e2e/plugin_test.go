@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -26,12 +25,7 @@ var pluginBin = util.Path("bin", "kubectl-arbiter")
 func kubectlArbiter(args ...string) (string, error) {
 	cmd := exec.Command(kubectlBin, append([]string{"arbiter"}, args...)...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "PATH="+util.Path("bin")+string(os.PathListSeparator)+os.Getenv("PATH"))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("kubectl arbiter %s: %w: %s", strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String(), nil
+	return util.Output(cmd, "kubectl arbiter "+strings.Join(args, " "))
 }
 
 // pluginReport is the part of the plugin's -o json output the specs read.

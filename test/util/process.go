@@ -34,10 +34,16 @@ func Kubectl(kubectl, kubeconfig, stdin string, args ...string) (string, error) 
 	cmd := exec.Command(kubectl, append([]string{"--kubeconfig", kubeconfig}, args...)...)
 	cmd.Dir = RepoRoot()
 	cmd.Stdin = strings.NewReader(stdin)
+	return Output(cmd, "kubectl "+strings.Join(args, " "))
+}
+
+// Output runs cmd and returns its standard output; a failure is an error
+// that names the command as what, and carries its standard error.
+func Output(cmd *exec.Cmd, what string) (string, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
+		return stdout.String(), fmt.Errorf("%s: %w: %s", what, err, stderr.String())
 	}
 	return stdout.String(), nil
 }
