@@ -423,7 +423,9 @@ func (e *env) rawLimit(round int) Result {
 }
 
 // finishedStatus sets in op the status arbiter writes for a storm's outcome:
-// Succeeded for the winner of its target's batch, else Rejected by it.
+// Succeeded for the winner of its target's batch, else Rejected by it. It
+// mirrors the controllers' status transitions (controllers/operation_status.go),
+// which are not exported: a change there belongs here too.
 func finishedStatus(op *arbiterv1alpha1.ConflictResolutionOperation, winner int32, won bool) {
 	now := metav1.NowMicro()
 	s := &op.Status
