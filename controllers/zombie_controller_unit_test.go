@@ -167,7 +167,8 @@ func TestRateLimitedRemovalNeverWaits(t *testing.T) {
 // it found there changed, not when its zombies only aged: the policy's own
 // timer follows ages.
 func TestCensusTellsClusterPoliciesWhatChanged(t *testing.T) {
-	r, _ := fakeCleaner(t)
+	quick := rejected("a", "quick")
+	r, _ := fakeCleaner(t, quick)
 	platform := types.NamespacedName{Name: "platform"}
 	census := func(zombies int, age time.Duration) *namespaceCensus {
 		return &namespaceCensus{census: cleanup.Census{
@@ -193,6 +194,17 @@ func TestCensusTellsClusterPoliciesWhatChanged(t *testing.T) {
 	r.storeCensus("a", census(2, 2*time.Minute))
 	if got := told(); fmt.Sprint(got) != "[platform]" {
 		t.Errorf("a zombie gone told %v, want [platform]", got)
+	}
+	// Removed before any census counted it: the tally is as it was, the
+	// removal is the tracker's alone, and the report must carry it.
+	cp := &arbiterv1alpha1.ClusterCleanupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "platform", UID: "uid-platform"}}
+	cp.Spec.Strategy, cp.Spec.MaxDeletionsPerSecond = arbiterv1alpha1.CleanupImmediate, 100
+	if wait, err := r.remove(t.Context(), cleanup.ClusterView(cp), quick, "test"); wait != 0 || err != nil {
+		t.Fatalf("removal: %v, %v; want it done", wait, err)
+	}
+	r.storeCensus("a", census(2, 2*time.Minute))
+	if got := told(); fmt.Sprint(got) != "[platform]" {
+		t.Errorf("a census after an unreported removal told %v, want [platform]", got)
 	}
 	r.storeCensus("a", nil)
 	if got := told(); fmt.Sprint(got) != "[platform]" {
