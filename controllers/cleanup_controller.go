@@ -74,9 +74,9 @@ type CleanupReconciler struct {
 	// meetings carries the operations arbiter meets, to the zombie
 	// controller's queue.
 	meetings chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]
-	// reportsDue carries CleanupPolicies whose report a failed or dry-run
-	// removal changed (no operation event follows those to refresh it), to
-	// a census of their namespace.
+	// reportsDue carries CleanupPolicies whose report a removal, a failed
+	// one or a dry-run one changed, to a census of their namespace: the
+	// tracker, not the operations a census reads, knows of these.
 	reportsDue chan event.TypedGenericEvent[*arbiterv1alpha1.CleanupPolicy]
 	// clusterReportsDue carries the ClusterCleanupPolicies whose report a
 	// removal or a census changed.

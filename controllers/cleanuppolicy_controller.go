@@ -309,10 +309,19 @@ func (r *CleanupReconciler) writeReport(ctx context.Context, policy, orig client
 }
 
 // storeCensus keeps a namespace's census (nil: the namespace has no
-// policy left) and tells the ClusterCleanupPolicies whose tally it changed,
-// or whose removals are not reported yet. A zombie removed before any census
-// counted it leaves the tally as it was: only the tracker knows of it.
+// policy left) and tells the ClusterCleanupPolicies whose tally it changed.
 func (r *CleanupReconciler) storeCensus(namespace string, c *namespaceCensus) {
+	r.mu.Lock()
+	var before cleanup.Census
+	if old, ok := r.censuses[namespace]; ok {
+		before = old.census
+	}
+	if c == nil {
+		delete(r.censuses, namespace)
+	} else {
+		r.censuses[namespace] = c
+	}
+	r.mu.Unlock()
 	var after cleanup.Census
 	if c != nil {
 		after = c.census
@@ -324,27 +333,11 @@ func (r *CleanupReconciler) storeCensus(namespace string, c *namespaceCensus) {
 		return a == b
 	}
 	changed := map[string]bool{}
-	r.mu.Lock()
-	var before cleanup.Census
-	if old, ok := r.censuses[namespace]; ok {
-		before = old.census
-	}
-	if c == nil {
-		delete(r.censuses, namespace)
-	} else {
-		r.censuses[namespace] = c
-	}
 	for key, t := range after {
-		if key.Namespace != "" {
-			continue
-		}
-		old, ok := before[key]
-		tr := r.trackers[key]
-		if !ok || !sameButAge(old, t) || (tr != nil && tr.cleaned+tr.failed > 0) {
+		if old, ok := before[key]; key.Namespace == "" && (!ok || !sameButAge(old, t)) {
 			changed[key.Name] = true
 		}
 	}
-	r.mu.Unlock()
 	for key := range before {
 		if _, ok := after[key]; key.Namespace == "" && !ok {
 			changed[key.Name] = true

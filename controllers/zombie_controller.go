@@ -328,6 +328,10 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 	metrics.CleanupLatency.WithLabelValues(strategy).Observe(latency.Seconds())
 	// No event per zombie: it is gone, and a sweep of thousands would cost
 	// as many writes. The policy's report carries one event for them all,
-	// and the audit record above names it.
+	// and the audit record above names it. The report is asked for here:
+	// the census its delete event brings may have read the tracker before
+	// this removal was counted, and a zombie removed before any census
+	// counted it changes no tally. The queue merges a sweep's requests.
+	r.reportDue(gov)
 	return 0, nil
 }

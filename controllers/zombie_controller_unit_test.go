@@ -167,8 +167,7 @@ func TestRateLimitedRemovalNeverWaits(t *testing.T) {
 // it found there changed, not when its zombies only aged: the policy's own
 // timer follows ages.
 func TestCensusTellsClusterPoliciesWhatChanged(t *testing.T) {
-	quick := rejected("a", "quick")
-	r, _ := fakeCleaner(t, quick)
+	r, _ := fakeCleaner(t)
 	platform := types.NamespacedName{Name: "platform"}
 	census := func(zombies int, age time.Duration) *namespaceCensus {
 		return &namespaceCensus{census: cleanup.Census{
@@ -195,20 +194,41 @@ func TestCensusTellsClusterPoliciesWhatChanged(t *testing.T) {
 	if got := told(); fmt.Sprint(got) != "[platform]" {
 		t.Errorf("a zombie gone told %v, want [platform]", got)
 	}
-	// Removed before any census counted it: the tally is as it was, the
-	// removal is the tracker's alone, and the report must carry it.
-	cp := &arbiterv1alpha1.ClusterCleanupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "platform", UID: "uid-platform"}}
-	cp.Spec.Strategy, cp.Spec.MaxDeletionsPerSecond = arbiterv1alpha1.CleanupImmediate, 100
-	if wait, err := r.remove(t.Context(), cleanup.ClusterView(cp), quick, "test"); wait != 0 || err != nil {
-		t.Fatalf("removal: %v, %v; want it done", wait, err)
-	}
-	r.storeCensus("a", census(2, 2*time.Minute))
-	if got := told(); fmt.Sprint(got) != "[platform]" {
-		t.Errorf("a census after an unreported removal told %v, want [platform]", got)
-	}
 	r.storeCensus("a", nil)
 	if got := told(); fmt.Sprint(got) != "[platform]" {
 		t.Errorf("a namespace left without policies told %v, want [platform]", got)
+	}
+}
+
+// Every removal asks for its policy's report: a zombie removed before any
+// census counted it changes no tally, and the census its delete event
+// brings may read the tracker before the removal is counted. Without the
+// request, the report would wait for its timer.
+func TestRemovalAsksForItsPolicysReport(t *testing.T) {
+	inCluster, inTeam := rejected("a", "platform-zombie"), rejected("a", "team-zombie")
+	r, _ := fakeCleaner(t, inCluster, inTeam)
+	cp := &arbiterv1alpha1.ClusterCleanupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "platform", UID: "uid-platform"}}
+	cp.Spec.Strategy, cp.Spec.MaxDeletionsPerSecond = arbiterv1alpha1.CleanupImmediate, 100
+	team := testPolicy("a", "team", nil)
+
+	if wait, err := r.remove(t.Context(), cleanup.ClusterView(cp), inCluster, "test"); wait != 0 || err != nil {
+		t.Fatalf("removal under the cluster policy: %v, %v; want it done", wait, err)
+	}
+	if len(r.clusterReportsDue) != 1 || (<-r.clusterReportsDue).Object.Name != "platform" {
+		t.Error("a removal under a ClusterCleanupPolicy did not ask for its report")
+	}
+	if wait, err := r.remove(t.Context(), team, inTeam, "test"); wait != 0 || err != nil {
+		t.Fatalf("removal under the CleanupPolicy: %v, %v; want it done", wait, err)
+	}
+	if len(r.reportsDue) != 1 || (<-r.reportsDue).Object.Name != "team" {
+		t.Error("a removal under a CleanupPolicy did not ask for its report")
+	}
+	// Gone already: arbiter removed nothing, and nothing changed to report.
+	if _, err := r.remove(t.Context(), team, inTeam, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.reportsDue) != 0 {
+		t.Error("a zombie found gone asked for a report")
 	}
 }
 
