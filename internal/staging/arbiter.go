@@ -180,12 +180,14 @@ func (a *Arbiter) Hold(c Contender, started time.Time, grace time.Duration) bool
 }
 
 // Started records when a winner began executing and its grace period, from
-// which on it may be preempted.
+// which on it may be preempted. It wakes the loop: a Tick since the win saw
+// no start, so no grace period to time a preemption by.
 func (a *Arbiter) Started(id ID, started time.Time, grace time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if m, ok := a.members[id]; ok && m.state == holding {
 		m.started, m.grace = started, grace
+		a.signal()
 	}
 }
 

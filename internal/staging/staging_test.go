@@ -232,6 +232,34 @@ func TestArbiterPreemptsOnlyAfterTheGracePeriodAndOnlyForHigherPriority(t *testi
 	expect(t, verdicts(a, t0, lower, equal, higher), map[string]string{"higher": "Win", "equal": "Reject:higher", "lower": "Reject:higher"})
 }
 
+// A Tick between a win's Settle and its Started sees a holder with no start
+// and so no grace period to wait for: Started must wake the loop, or the
+// holder is preempted only at the next unrelated change.
+func TestArbiterStartedWakesTheLoop(t *testing.T) {
+	a := NewArbiter()
+	verdicts(a, t0, op("holder", 5, 0, alice))
+	a.Tick(t0.Add(window))
+	higher := op("higher", 8, window, alice)
+	verdicts(a, t0.Add(window), higher)
+	a.Settle(n("holder"))
+	for len(a.Changed()) > 0 {
+		<-a.Changed()
+	}
+	if _, next := a.Tick(t0.Add(3 * window)); !next.IsZero() {
+		t.Fatalf("next = %v before the holder started; want nothing to wait for", next)
+	}
+	a.Started(n("holder"), t0.Add(window), 0)
+	select {
+	case <-a.Changed():
+	default:
+		t.Fatal("Started did not wake the arbiter loop")
+	}
+	a.Tick(t0.Add(3 * window))
+	if by, ok := a.Preempted(n("holder")); !ok || by != n("higher") {
+		t.Fatalf("Preempted = %q, %v; want higher, true", by, ok)
+	}
+}
+
 func TestArbiterRecoversQueuedOperationsBeforeNewOnes(t *testing.T) {
 	a := NewArbiter()
 	a.Hold(op("executing", 5, 0, alice), t0, time.Second)
