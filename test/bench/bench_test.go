@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -79,7 +78,12 @@ func BenchmarkEndToEnd(b *testing.B) {
 	defer func() { _ = e.testEnv.Stop() }()
 
 	var results []Result
-	e.wh = &envtest.WebhookInstallOptions{Paths: util.WebhookManifests()}
+	// Each paired round restarts the manager on this port.
+	port, err := util.ServingPort()
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.wh = &envtest.WebhookInstallOptions{Paths: util.WebhookManifests(), LocalServingPort: port}
 	if err := e.wh.Install(e.testEnv.Config); err != nil {
 		b.Fatal(err)
 	}
@@ -294,13 +298,14 @@ func cpuFigures(before, after map[string]float64, operations float64) map[string
 	return figures
 }
 
+// freeAddr is a loopback address for one of the manager's servers (see
+// util.ServingPort).
 func freeAddr(b testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := util.ServingAddr("127.0.0.1")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
+	return addr
 }
 
 func (e *env) namespace(name string, accounts int) {

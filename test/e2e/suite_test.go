@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,6 +57,9 @@ var _ = BeforeSuite(func() {
 	// A certificate directory of our own survives an API server restart, so
 	// the restarted server keeps the CA every kubeconfig trusts.
 	testEnv.ControlPlane.GetAPIServer().CertDir = GinkgoT().TempDir()
+	// So is its port: the API server restart spec starts it again there.
+	testEnv.ControlPlane.GetAPIServer().SecurePort, err = util.ServingPort()
+	Expect(err).NotTo(HaveOccurred())
 	scheme := testEnv.Scheme
 	cfg, err = testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
@@ -177,13 +179,14 @@ func (m *managerProcess) stop() {
 	Eventually(m.done, util.Timeout).Should(BeClosed())
 }
 
-// freeAddr returns a loopback address with a port nobody listens on.
+// freeAddr returns a loopback address with a port nobody listens on, which
+// no outgoing connection takes before the manager binds it (see
+// util.ServingPort).
 func freeAddr() string {
 	GinkgoHelper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := util.ServingAddr("127.0.0.1")
 	Expect(err).NotTo(HaveOccurred())
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
+	return addr
 }
 
 // kubectl runs the real kubectl against the test control plane and returns

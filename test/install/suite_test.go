@@ -277,13 +277,14 @@ func publishWebhookEndpoint(m *managerProcess) {
 	Expect(err).NotTo(HaveOccurred())
 }
 
-// freeAddr returns host:port with a port nobody listens on.
+// freeAddr returns host:port with a port nobody listens on, which no
+// outgoing connection takes before the manager binds it (see
+// util.ServingPort).
 func freeAddr(host string) string {
 	GinkgoHelper()
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	addr, err := util.ServingAddr(host)
 	Expect(err).NotTo(HaveOccurred())
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
+	return addr
 }
 
 // kubectl runs the real kubectl with kubeconfig and returns its standard

@@ -141,6 +141,12 @@ func NewEnvironment(webhooks envtest.WebhookInstallOptions) (*envtest.Environmen
 	if err := arbiterv1alpha1.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
+	if webhooks.LocalServingPort == 0 {
+		// The suites restart the manager on this port.
+		if webhooks.LocalServingPort, err = ServingPort(); err != nil {
+			return nil, err
+		}
+	}
 	return &envtest.Environment{
 		BinaryAssetsDirectory: assets,
 		CRDDirectoryPaths:     CRDDirs(),
