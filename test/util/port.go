@@ -7,13 +7,22 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 )
+
+// handedOut are the ports ServingPort gave this process: a server that is
+// down leaves its port free, and it must not go to another server.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
 
 // ServingPort is a free port for a server that a suite restarts on the same
 // port, as it restarts a killed manager on its webhook port. The port lies
-// outside the kernel's ephemeral range, where outgoing connections take
-// their local ports from: while the server is down, none of them can take
-// its port and fail its restart with "address already in use".
+// outside the kernel's ephemeral range, where outgoing connections and
+// listeners on port 0 take their ports from, and is never handed out twice:
+// while the server is down, nothing else can take its port and fail its
+// restart with "address already in use".
 func ServingPort() (int, error) {
 	low, high := ephemeralRange()
 	// The room below the range, else above it.
@@ -24,14 +33,20 @@ func ServingPort() (int, error) {
 	if to < from {
 		return 0, errors.New("the ephemeral port range leaves no port outside it")
 	}
+	handedOut.Lock()
+	defer handedOut.Unlock()
 	for range 100 {
 		port := from + rand.IntN(to-from+1)
+		if handedOut.ports[port] {
+			continue
+		}
 		// Every interface, as the manager's webhook server binds it.
 		l, err := net.Listen("tcp", ":"+strconv.Itoa(port))
 		if err != nil {
 			continue
 		}
 		_ = l.Close()
+		handedOut.ports[port] = true
 		return port, nil
 	}
 	return 0, errors.New("no free port outside the ephemeral range after 100 tries")
