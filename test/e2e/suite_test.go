@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,8 +58,11 @@ var _ = BeforeSuite(func() {
 	// A certificate directory of our own survives an API server restart, so
 	// the restarted server keeps the CA every kubeconfig trusts.
 	testEnv.ControlPlane.GetAPIServer().CertDir = GinkgoT().TempDir()
-	// So is its port: the API server restart spec starts it again there.
-	testEnv.ControlPlane.GetAPIServer().SecurePort, err = util.ServingPort()
+	// So is its address: the API server restart spec starts it again there.
+	apiServerAddr, err := util.ServingAddr("127.0.0.1")
+	Expect(err).NotTo(HaveOccurred())
+	serving := &testEnv.ControlPlane.GetAPIServer().SecureServing
+	serving.Address, serving.Port, err = net.SplitHostPort(apiServerAddr)
 	Expect(err).NotTo(HaveOccurred())
 	scheme := testEnv.Scheme
 	cfg, err = testEnv.Start()
