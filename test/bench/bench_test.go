@@ -83,7 +83,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	e.wh = &envtest.WebhookInstallOptions{Paths: util.WebhookManifests(), LocalServingPort: port}
+	e.wh = &envtest.WebhookInstallOptions{Paths: util.WebhookManifests(), LocalServingHost: "127.0.0.1", LocalServingPort: port}
 	if err := e.wh.Install(e.testEnv.Config); err != nil {
 		b.Fatal(err)
 	}

@@ -4,6 +4,7 @@ package util
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -142,10 +143,12 @@ func NewEnvironment(webhooks envtest.WebhookInstallOptions) (*envtest.Environmen
 		return nil, err
 	}
 	if webhooks.LocalServingPort == 0 {
-		// The suites restart the manager on this port.
+		// The suites restart the manager on this port. envtest picks the
+		// host with the port, so a chosen port needs its host too.
 		if webhooks.LocalServingPort, err = ServingPort(); err != nil {
 			return nil, err
 		}
+		webhooks.LocalServingHost = cmp.Or(webhooks.LocalServingHost, "127.0.0.1")
 	}
 	return &envtest.Environment{
 		BinaryAssetsDirectory: assets,
