@@ -78,12 +78,11 @@ func BenchmarkEndToEnd(b *testing.B) {
 	defer func() { _ = e.testEnv.Stop() }()
 
 	var results []Result
-	// Each paired round restarts the manager on this port.
-	port, err := util.ServingPort()
-	if err != nil {
+	// Each paired round restarts the manager on the webhooks' port.
+	e.wh = &envtest.WebhookInstallOptions{Paths: util.WebhookManifests()}
+	if err := util.ServeWebhooksOnServingPort(e.wh); err != nil {
 		b.Fatal(err)
 	}
-	e.wh = &envtest.WebhookInstallOptions{Paths: util.WebhookManifests(), LocalServingHost: "127.0.0.1", LocalServingPort: port}
 	if err := e.wh.Install(e.testEnv.Config); err != nil {
 		b.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,11 +58,10 @@ var _ = BeforeSuite(func() {
 	// the restarted server keeps the CA every kubeconfig trusts.
 	testEnv.ControlPlane.GetAPIServer().CertDir = GinkgoT().TempDir()
 	// So is its address: the API server restart spec starts it again there.
-	apiServerAddr, err := util.ServingAddr("127.0.0.1")
+	port, err := util.ServingPort()
 	Expect(err).NotTo(HaveOccurred())
 	serving := &testEnv.ControlPlane.GetAPIServer().SecureServing
-	serving.Address, serving.Port, err = net.SplitHostPort(apiServerAddr)
-	Expect(err).NotTo(HaveOccurred())
+	serving.Address, serving.Port = "127.0.0.1", strconv.Itoa(port)
 	scheme := testEnv.Scheme
 	cfg, err = testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())

@@ -1,6 +1,7 @@
 package util
 
 import (
+	"cmp"
 	"errors"
 	"math/rand/v2"
 	"net"
@@ -8,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
 // handedOut are the ports ServingPort gave this process: a server that is
@@ -70,6 +73,22 @@ func ephemeralRange() (low, high int) {
 		return low, high
 	}
 	return l, h
+}
+
+// ServeWebhooksOnServingPort gives webhooks a ServingPort, unless they have
+// a port already: the suites restart the manager on it. envtest fills the
+// host only when it picks the port itself, so the host comes with it.
+func ServeWebhooksOnServingPort(webhooks *envtest.WebhookInstallOptions) error {
+	if webhooks.LocalServingPort != 0 {
+		return nil
+	}
+	port, err := ServingPort()
+	if err != nil {
+		return err
+	}
+	webhooks.LocalServingPort = port
+	webhooks.LocalServingHost = cmp.Or(webhooks.LocalServingHost, "127.0.0.1")
+	return nil
 }
 
 // ServingAddr is host with a ServingPort: for a manager's probe, metrics or

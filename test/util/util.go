@@ -4,7 +4,6 @@ package util
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -142,13 +141,8 @@ func NewEnvironment(webhooks envtest.WebhookInstallOptions) (*envtest.Environmen
 	if err := arbiterv1alpha1.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
-	if webhooks.LocalServingPort == 0 {
-		// The suites restart the manager on this port. envtest picks the
-		// host with the port, so a chosen port needs its host too.
-		if webhooks.LocalServingPort, err = ServingPort(); err != nil {
-			return nil, err
-		}
-		webhooks.LocalServingHost = cmp.Or(webhooks.LocalServingHost, "127.0.0.1")
+	if err := ServeWebhooksOnServingPort(&webhooks); err != nil {
+		return nil, err
 	}
 	return &envtest.Environment{
 		BinaryAssetsDirectory: assets,
