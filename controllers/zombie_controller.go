@@ -270,8 +270,9 @@ type reportedAs struct {
 // record here, and nowhere else. The delete carries preconditions on the
 // UID and resourceVersion it was judged at, which the API server checks in
 // the same transaction: one that changed since (or a stale cached copy) is
-// left for the next judgement, which its update brings. When the policy's rate limit allows
-// no deletion yet, it deletes nothing and returns how long to wait.
+// left for the next judgement, which its update brings. When the policy's
+// rate limit allows no deletion yet, it deletes nothing and returns how
+// long to wait.
 func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.CleanupPolicy, judged *arbiterv1alpha1.ConflictResolutionOperation, why string) (time.Duration, error) {
 	t := r.tracker(gov)
 	strategy := string(gov.Spec.Strategy)
