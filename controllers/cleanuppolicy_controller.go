@@ -39,8 +39,22 @@ type namespaceCensus struct {
 	census cleanup.Census
 	at     time.Time
 	// cost is how long it took to read and judge the namespace's finished
-	// operations; it spaces the next census.
+	// operations, at most censusCostPerOperation for each it read; it spaces
+	// the next census.
 	cost time.Duration
+}
+
+// censusCostPerOperation bounds what a census is charged for each finished
+// operation it read: far above what reading and judging one costs, so that
+// only a stall (the process descheduled, a GC pause) meets it. Without it,
+// one stalled census of a namespace with a handful of zombies would push
+// that namespace's reports to the timer.
+const censusCostPerOperation = 50 * time.Microsecond
+
+// censusCost is what a census that took took and read operations is
+// charged.
+func censusCost(took time.Duration, operations int) time.Duration {
+	return min(took, censusCostPerOperation*time.Duration(operations+1))
 }
 
 // setupReports registers the census and cluster policy controllers. A
@@ -268,7 +282,7 @@ func (r *CleanupReconciler) reconcileNamespace(ctx context.Context, req ctrl.Req
 	}
 	now := r.now()
 	census := cleanup.TakeCensus(cands, finished, now)
-	r.storeCensus(namespace, &namespaceCensus{census: census, at: now, cost: r.now().Sub(started)})
+	r.storeCensus(namespace, &namespaceCensus{census: census, at: now, cost: censusCost(r.now().Sub(started), len(finished))})
 
 	refresh := healthRefresh
 	for _, p := range policies {

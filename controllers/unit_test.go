@@ -38,6 +38,37 @@ func TestRefreshDelaySpacesCostlyCensuses(t *testing.T) {
 	}
 }
 
+// A census is charged what it took, but a stall does not count against a
+// small namespace: a census of ten operations that took 1.5 s (the process
+// descheduled) still lets the next come a second after an event, while one
+// of 50,000 that took as long spaces the next to the timer.
+func TestCensusCostBoundsAStall(t *testing.T) {
+	for _, tc := range []struct {
+		took       time.Duration
+		operations int
+		want       time.Duration
+	}{
+		{10 * time.Millisecond, 50_000, 10 * time.Millisecond},
+		{1500 * time.Millisecond, 50_000, 1500 * time.Millisecond},
+		{1500 * time.Millisecond, 10, 11 * censusCostPerOperation},
+		{1500 * time.Millisecond, 0, censusCostPerOperation},
+	} {
+		if got := censusCost(tc.took, tc.operations); got != tc.want {
+			t.Errorf("censusCost(%v, %d) = %v, want %v", tc.took, tc.operations, got, tc.want)
+		}
+	}
+	r := &CleanupReconciler{censuses: map[string]*namespaceCensus{
+		"small": {cost: censusCost(1500*time.Millisecond, 10)},
+		"large": {cost: censusCost(1500*time.Millisecond, 50_000)},
+	}}
+	if got := r.refreshDelay("small"); got != policyRefreshDelay {
+		t.Errorf("after a stalled census of 10 operations, refreshDelay = %v, want %v", got, policyRefreshDelay)
+	}
+	if got := r.refreshDelay("large"); got != healthRefresh {
+		t.Errorf("after a 1.5 s census of 50,000 operations, refreshDelay = %v, want %v", got, healthRefresh)
+	}
+}
+
 // Before recovery is done, a finished operation is still let go (its
 // finalizer released), while an unfinished one waits for recovery: after a
 // restart among thousands of zombies, they must not spin on notReadyRetry.
