@@ -8,6 +8,7 @@ package kinds
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,9 +56,39 @@ type Mapper struct {
 
 	mu sync.Mutex
 	// snapshot was taken at taken, a discovery started at tried.
-	snapshot     meta.RESTMapper
+	snapshot     *kindSnapshot
 	taken, tried time.Time
 	flight       singleflight.Group
+}
+
+// kindSnapshot is one discovery's mapper with the mappings found in it so far.
+// A discovery mapper walks every group version for each lookup, and every
+// operation looks up its targets' kinds more than once; a found mapping is
+// the same until the next snapshot. Only found mappings are kept, so what
+// tenants name that is not served adds nothing: the kinds the API server
+// serves bound it.
+type kindSnapshot struct {
+	mapper meta.RESTMapper
+	found  sync.Map // mappingKey -> *meta.RESTMapping
+}
+
+type mappingKey struct {
+	gk       schema.GroupKind
+	versions string
+}
+
+// RESTMapping maps a kind in the snapshot. The mapping returned is shared:
+// callers read it and never change it.
+func (s *kindSnapshot) RESTMapping(gk schema.GroupKind, versions ...string) (*meta.RESTMapping, error) {
+	key := mappingKey{gk, strings.Join(versions, ",")}
+	if m, ok := s.found.Load(key); ok {
+		return m.(*meta.RESTMapping), nil
+	}
+	m, err := s.mapper.RESTMapping(gk, versions...)
+	if err == nil {
+		s.found.Store(key, m)
+	}
+	return m, err
 }
 
 // NewMapper maps kinds from discovery through dc.
@@ -138,7 +169,7 @@ func (m *Mapper) untilRefresh() time.Duration {
 // current returns a snapshot no older than age if one may be taken (at
 // most one per MinRefresh, shared by every caller waiting for it), else the
 // one there is.
-func (m *Mapper) current(age time.Duration) (meta.RESTMapper, time.Time, error) {
+func (m *Mapper) current(age time.Duration) (*kindSnapshot, time.Time, error) {
 	m.mu.Lock()
 	now := m.now()
 	fresh := m.snapshot != nil && now.Sub(m.taken) < age
@@ -157,12 +188,12 @@ func (m *Mapper) current(age time.Duration) (meta.RESTMapper, time.Time, error) 
 		}
 		m.tried = start
 		m.mu.Unlock()
-		snapshot, err := m.Discover()
+		mapper, err := m.Discover()
 		if err != nil {
 			return nil, fmt.Errorf("discovering the kinds the API server serves: %w", err)
 		}
 		m.mu.Lock()
-		m.snapshot, m.taken = snapshot, start
+		m.snapshot, m.taken = &kindSnapshot{mapper: mapper}, start
 		m.mu.Unlock()
 		return nil, nil
 	})

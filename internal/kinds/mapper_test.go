@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/restmapper"
 	clocktesting "k8s.io/utils/clock/testing"
 )
 
@@ -19,6 +21,8 @@ type fakeDiscovery struct {
 	served []schema.GroupVersionKind
 	fail   error
 	calls  atomic.Int32
+	// lookups counts the lookups that reached a snapshot's mapper.
+	lookups atomic.Int32
 	// gate, when set, holds each snapshot until it is closed; started then
 	// receives one value as each snapshot begins.
 	gate, started chan struct{}
@@ -48,7 +52,17 @@ func (d *fakeDiscovery) snapshot() (meta.RESTMapper, error) {
 	for _, gvk := range d.served {
 		m.Add(gvk, meta.RESTScopeNamespace)
 	}
-	return m, nil
+	return countingMapper{m, &d.lookups}, nil
+}
+
+type countingMapper struct {
+	meta.RESTMapper
+	lookups *atomic.Int32
+}
+
+func (c countingMapper) RESTMapping(gk schema.GroupKind, versions ...string) (*meta.RESTMapping, error) {
+	c.lookups.Add(1)
+	return c.RESTMapper.RESTMapping(gk, versions...)
 }
 
 var (
@@ -83,6 +97,34 @@ func TestServedKindsMapFromOneSnapshotUntilItIsTooOld(t *testing.T) {
 	}
 	if got := d.calls.Load(); got != 2 {
 		t.Fatalf("a lookup after MaxAge took %d snapshots in all, want 2", got)
+	}
+}
+
+// A found mapping is kept with its snapshot: lookups of a served kind do
+// not walk discovery again, and the next snapshot starts afresh, so a kind
+// removed since is no longer mapped.
+func TestAFoundMappingIsKeptUntilTheNextSnapshot(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(1000, 0))
+	d := &fakeDiscovery{served: []schema.GroupVersionKind{configMap, account}}
+	m := newMapper(d, clk)
+	for range 100 {
+		if err := mapping(m, clk.Now(), account); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := d.lookups.Load(); got != 1 {
+		t.Fatalf("100 lookups of a served kind reached the snapshot's mapper %d times, want 1", got)
+	}
+	// Another version of a served kind is its own question.
+	if _, err := m.RESTMapping(account.GroupKind(), "v2"); !meta.IsNoMatchError(err) {
+		t.Fatalf("an unserved version of a served kind: got %v, want a no-match error", err)
+	}
+	d.mu.Lock()
+	d.served = []schema.GroupVersionKind{configMap}
+	d.mu.Unlock()
+	clk.Step(time.Minute)
+	if _, err := m.RESTMapping(account.GroupKind(), account.Version); !meta.IsNoMatchError(err) {
+		t.Fatalf("a kind removed before the next snapshot: got %v, want a no-match error", err)
 	}
 }
 
@@ -217,5 +259,32 @@ func TestAServedKindDoesNotWaitForARefresh(t *testing.T) {
 	case err := <-refreshing:
 		t.Fatalf("the refresh ended before its discovery was let through: %v", err)
 	default:
+	}
+}
+
+// BenchmarkRESTMapping looks up a target's kind in a snapshot the size of a
+// small cluster's discovery (60 group versions of 10 kinds each), as every
+// operation does more than once.
+func BenchmarkRESTMapping(b *testing.B) {
+	var groups []*restmapper.APIGroupResources
+	for g := range 60 {
+		gv := metav1.GroupVersionForDiscovery{GroupVersion: fmt.Sprintf("group%d.example.com/v1", g), Version: "v1"}
+		group := &restmapper.APIGroupResources{
+			Group:              metav1.APIGroup{Name: fmt.Sprintf("group%d.example.com", g), Versions: []metav1.GroupVersionForDiscovery{gv}, PreferredVersion: gv},
+			VersionedResources: map[string][]metav1.APIResource{},
+		}
+		for k := range 10 {
+			group.VersionedResources["v1"] = append(group.VersionedResources["v1"], metav1.APIResource{
+				Name: fmt.Sprintf("kind%ds", k), Kind: fmt.Sprintf("Kind%d", k), Namespaced: true})
+		}
+		groups = append(groups, group)
+	}
+	m := &Mapper{Discover: func() (meta.RESTMapper, error) { return restmapper.NewDiscoveryRESTMapper(groups), nil }}
+	gk := schema.GroupKind{Group: "group59.example.com", Kind: "Kind9"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := m.RESTMapping(gk, "v1"); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
