@@ -82,6 +82,9 @@ type TargetResult struct {
 	key     client.ObjectKey
 	gvk     schema.GroupVersionKind
 	changes []change
+	// restored is set once the target is restored; restoreSent while a
+	// restore's answer was lost (it may have landed).
+	restored, restoreSent bool
 }
 
 // Progress is one execution carried from call to call of Execute: the
@@ -106,6 +109,9 @@ type Progress struct {
 	// final is the outcome once there is one: a call after it (its status
 	// write failed) returns it again and never goes on past a rollback.
 	final *Result
+	// rollingBack is the failure whose rollback a transient error
+	// interrupted: the next call goes on restoring, never writing.
+	rollingBack *Failure
 }
 
 // Result is the outcome of one call of Execute. Failure is nil on success
@@ -178,12 +184,22 @@ func (e *Executor) execute(ctx context.Context, req Request, p *Progress) (Resul
 		}
 		mutations[i] = m
 	}
+	rollBack := func(cause *Failure) (Result, error) {
+		f, err := e.rollBack(ctx, req, p, cause)
+		if err != nil {
+			return result(nil), err
+		}
+		return result(f), nil
+	}
+	if p.rollingBack != nil {
+		return rollBack(p.rollingBack)
+	}
 	if now := e.now(); now.Before(p.RetryAt) {
 		// Called before the backoff ends (preempted, deleted or timed out,
 		// or an event about the operation): the last write met a 409, so
 		// nothing of the current target landed.
 		if f := req.Stop(); f != nil {
-			return result(e.rollBack(ctx, req, p, f)), nil
+			return rollBack(f)
 		}
 		return backingOff(), nil
 	}
@@ -195,7 +211,7 @@ func (e *Executor) execute(ctx context.Context, req Request, p *Progress) (Resul
 			// reads the target's record first.
 			return result(nil), err
 		case f != nil:
-			return result(e.rollBack(ctx, req, p, f)), nil
+			return rollBack(f)
 		case !tr.Applied:
 			if p.delays == nil {
 				d := req.Backoff.delays()
@@ -315,28 +331,40 @@ func classify(err error, name, verb string) *Failure {
 }
 
 // rollBack restores the targets written so far, newest first, and returns
-// the failure that ends the operation.
-func (e *Executor) rollBack(ctx context.Context, req Request, p *Progress, cause *Failure) *Failure {
+// the failure that ends the operation. A transient error (the API server
+// unreachable or overloaded, the manager stopping) interrupts it and is
+// returned: the next call with p goes on with the targets not yet
+// restored, rather than leave them written.
+func (e *Executor) rollBack(ctx context.Context, req Request, p *Progress, cause *Failure) (*Failure, error) {
 	written := 0
 	for _, tr := range p.Targets {
-		if tr.Applied {
+		if tr.Applied || tr.restored {
 			written++
 		}
 	}
 	if written == 0 {
-		return cause
+		return cause, nil
 	}
 	var restored, stuck []string
 	for i := len(p.Targets) - 1; i >= 0; i-- {
 		tr := &p.Targets[i]
 		name := fmt.Sprintf("%s %s/%s", tr.gvk.Kind, tr.key.Namespace, tr.key.Name)
+		if tr.restored {
+			restored = append(restored, name)
+			continue
+		}
 		if err := e.restore(ctx, req, tr); err != nil {
+			if transient := (*transientError)(nil); errors.As(err, &transient) {
+				p.rollingBack = cause
+				return nil, fmt.Errorf("restoring %s: %w", name, transient.err)
+			}
 			stuck = append(stuck, fmt.Sprintf("%s (%v)", name, err))
 			continue
 		}
-		tr.Applied = false
+		tr.Applied, tr.restored = false, true
 		restored = append(restored, name)
 	}
+	p.rollingBack = nil
 	reason := arbiterv1alpha1.ReasonRolledBack
 	switch cause.Reason {
 	case arbiterv1alpha1.ReasonPreempted, arbiterv1alpha1.ReasonTimeout:
@@ -348,9 +376,25 @@ func (e *Executor) rollBack(ctx context.Context, req Request, p *Progress, cause
 	}
 	if len(stuck) > 0 {
 		return failure(arbiterv1alpha1.ReasonRollbackFailed,
-			"%s; could not restore %s: a human must check them", msg, strings.Join(stuck, ", "))
+			"%s; could not restore %s: a human must check them", msg, strings.Join(stuck, ", ")), nil
 	}
-	return failure(reason, "%s", msg)
+	return failure(reason, "%s", msg), nil
+}
+
+// transientError is a restore's error that says nothing about the target:
+// restoring it again later is safe and may succeed.
+type transientError struct{ err error }
+
+func (t *transientError) Error() string { return t.err.Error() }
+
+// restoreError sorts an API error met while restoring name: a permanent
+// one (gone, forbidden, refused) leaves the target for a human, any other
+// is transient.
+func restoreError(err error, name, verb string) error {
+	if f := classify(err, name, verb); f != nil {
+		return err
+	}
+	return &transientError{err}
 }
 
 // rollbackBackoff paces a restore's retries after a 409. It is arbiter's,
@@ -365,19 +409,32 @@ func (e *Executor) restore(ctx context.Context, req Request, tr *TargetResult) e
 	if tr.Recovered {
 		return errors.New("applied before a manager restart; what it changed is unknown")
 	}
+	name := fmt.Sprintf("%s %s/%s", tr.gvk.Kind, tr.key.Namespace, tr.key.Name)
 	delays := rollbackBackoff.delays()
 	for attempt := 0; ; attempt++ {
 		obj := &unstructured.Unstructured{}
 		obj.SetGroupVersionKind(tr.gvk)
 		if err := e.Reader.Get(ctx, tr.key, obj); err != nil {
-			return err
+			return restoreError(err, name, "read")
+		}
+		if tr.restoreSent && !WasApplied(obj, req.UID) {
+			// The restore whose answer was lost landed: only it removes
+			// the record while the operation holds the target.
+			return nil
 		}
 		if changed := revert(obj.Object, tr.changes); len(changed) > 0 {
 			return fmt.Errorf("%v changed since the operation wrote %s", changed, describe(tr.changes))
 		}
 		forgetApplied(obj, req.UID)
 		err := e.Writer.Update(ctx, obj)
-		if err == nil || !apierrors.IsConflict(err) {
+		switch {
+		case err == nil:
+			return nil
+		case !apierrors.IsConflict(err):
+			err = restoreError(err, name, "update")
+			// No answer: the restore may have landed, and the next one
+			// then finds the record gone.
+			_, tr.restoreSent = err.(*transientError)
 			return err
 		}
 		if req.OnConflict != nil {
@@ -387,7 +444,7 @@ func (e *Executor) restore(ctx context.Context, req Request, tr *TargetResult) e
 			return fmt.Errorf("changed under every one of %d attempts", attempt+1)
 		}
 		if err := sleep(ctx, delays.Step()); err != nil {
-			return err
+			return &transientError{err}
 		}
 	}
 }

@@ -386,3 +386,89 @@ func (l lostAnswers) Update(ctx context.Context, obj client.Object, opts ...clie
 	}
 	return nil
 }
+
+// A rollback that a transient error interrupts is not an outcome: the
+// next call goes on restoring, and the operation ends RolledBack with every
+// target as it was, whether the error came on the restore's read, on its
+// write before it landed, or after it landed with the answer lost.
+func TestARollbackInterruptedByATransientErrorGoesOn(t *testing.T) {
+	unavailable := apierrors.NewServiceUnavailable("etcd leader changed")
+	for name, tc := range map[string]struct {
+		// interrupt arranges, once b has been refused, that the next
+		// restore of a meets a transient error.
+		interrupt func(f *fakeTargets, reads *flakyReads, lost *bool)
+	}{
+		"on the read": {func(_ *fakeTargets, reads *flakyReads, _ *bool) { reads.failures = 1 }},
+		"on the write, before it landed": {func(f *fakeTargets, _ *flakyReads, _ *bool) {
+			failures := 1
+			f.refuse = func(name string) error {
+				if name == "a" && failures > 0 {
+					failures--
+					return unavailable
+				}
+				return nil
+			}
+		}},
+		"on the write, after it landed": {func(_ *fakeTargets, _ *flakyReads, lost *bool) { *lost = true }},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
+			reads := &flakyReads{Reader: f, name: "a", err: unavailable}
+			lost := false
+			f.refuse = func(name string) error {
+				if name == "b" {
+					tc.interrupt(f, reads, &lost)
+					return apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, name, nil)
+				}
+				return nil
+			}
+			e := &Executor{Reader: reads, Writer: lostAnswers{fakeTargets: f, lose: func(name string) bool {
+				if name == "a" && lost {
+					lost = false
+					return true
+				}
+				return false
+			}}}
+			req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
+			var p Progress
+			res, err := e.Execute(context.Background(), req, &p)
+			if err == nil {
+				t.Fatalf("the interrupted rollback ended the operation: %v", res.Failure)
+			}
+			updates := f.updates
+			res, err = e.Execute(context.Background(), req, &p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonRolledBack || !strings.Contains(res.Failure.Message, "rolled back ConfigMap default/a") {
+				t.Fatalf("Failure = %v, want RolledBack naming a", res.Failure)
+			}
+			if got := f.configMap(t, "a"); got.Data["k"] != "1" || got.Annotations[arbiterv1alpha1.AppliedAnnotation] != "" {
+				t.Fatalf("a not restored: %v %v", got.Data, got.Annotations)
+			}
+			if got := f.configMap(t, "b"); got.Data["k"] != "1" {
+				t.Fatalf("b written after the failure: %v", got.Data)
+			}
+			// The call that went on restored a, and wrote nothing else.
+			if f.updates-updates > 1 {
+				t.Fatalf("%d updates on the second call, want at most the restore of a", f.updates-updates)
+			}
+		})
+	}
+}
+
+// flakyReads fails the next failures reads of the target name with err.
+type flakyReads struct {
+	client.Reader
+	name     string
+	err      error
+	failures int
+}
+
+func (r *flakyReads) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if key.Name == r.name && r.failures > 0 {
+		r.failures--
+		return r.err
+	}
+	return r.Reader.Get(ctx, key, obj, opts...)
+}
