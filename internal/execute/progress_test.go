@@ -158,8 +158,8 @@ func TestExecuteEndsConflictRetriesExhaustedAndRollsBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonRollbackFailed && res.Failure.Reason != arbiterv1alpha1.ReasonRolledBack {
-		t.Fatalf("Failure = %v, want a rollback", res.Failure)
+	if res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonRolledBack || !strings.Contains(res.Failure.Message, "rolled back ConfigMap default/a") {
+		t.Fatalf("Failure = %v, want RolledBack with a rolled back", res.Failure)
 	}
 	if !strings.Contains(res.Failure.Message, "4 attempts (maxRetries 3)") {
 		t.Fatalf("message %q does not count the attempts", res.Failure.Message)
