@@ -38,8 +38,8 @@ func (r *OperationReconciler) admit(ctx context.Context, op *arbiterv1alpha1.Con
 			fmt.Sprintf("Not applied within its timeout of %s", op.Spec.TimeoutOrDefault()))
 	}
 	st.priority, st.note, err = r.effectivePriority(ctx, op)
-	if cycle := (*parentCycleError)(nil); errors.As(err, &cycle) {
-		return refuse(arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonInvalidParent, cycle.Error())
+	if invalid := (*invalidParentError)(nil); errors.As(err, &invalid) {
+		return refuse(arbiterv1alpha1.PhaseFailed, arbiterv1alpha1.ReasonInvalidParent, invalid.Error())
 	} else if err != nil {
 		return st, false, err
 	}

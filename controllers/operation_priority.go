@@ -10,12 +10,18 @@ import (
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 )
 
-// parentCycleError is a parentRef chain that leads back to itself.
-type parentCycleError struct{ chain []string }
+// maxParentDepth bounds the parentRef chain read for an operation's
+// effective priority. Anyone who may create operations can build a chain
+// one operation at a time, each naming the last; without a bound, every
+// staging of an operation naming its head would read the whole chain on the
+// workers every namespace shares.
+const maxParentDepth = 32
 
-func (e *parentCycleError) Error() string {
-	return fmt.Sprintf("spec.parentRef forms a cycle: %v", e.chain)
-}
+// invalidParentError is a parentRef chain that leads back to itself or is
+// longer than maxParentDepth: the operation fails InvalidParent.
+type invalidParentError struct{ message string }
+
+func (e *invalidParentError) Error() string { return e.message }
 
 // effectivePriority is the maximum of the operation's priority and its
 // parents' along the parentRef chain, as far as each parent may lend it:
@@ -35,7 +41,11 @@ func (r *OperationReconciler) effectivePriority(ctx context.Context, op *arbiter
 		name := cur.Spec.ParentRef.Name
 		chain = append(chain, name)
 		if seen[name] {
-			return 0, "", &parentCycleError{chain: chain}
+			return 0, "", &invalidParentError{fmt.Sprintf("spec.parentRef forms a cycle: %v", chain)}
+		}
+		if len(chain) > maxParentDepth+1 {
+			return 0, "", &invalidParentError{fmt.Sprintf("spec.parentRef: the chain of parents (%s, %s, ... %s) is longer than %d",
+				chain[1], chain[2], name, maxParentDepth)}
 		}
 		seen[name] = true
 		parent := &arbiterv1alpha1.ConflictResolutionOperation{}

@@ -1,6 +1,10 @@
 package controllers
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -8,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
@@ -100,5 +105,60 @@ func TestFinishedOperationsDoNotWaitForRecovery(t *testing.T) {
 	res, err = r.Reconcile(t.Context(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(pending)})
 	if err != nil || res.RequeueAfter != notReadyRetry {
 		t.Errorf("pending operation: got %+v, %v; want it to wait %v for recovery", res, err, notReadyRetry)
+	}
+}
+
+// A chain of parents is read at most maxParentDepth long: a tenant who
+// builds a long one, one operation at a time, gets its operations failed
+// InvalidParent after as many reads, not a walk of the whole chain on the
+// shared workers for each.
+func TestParentChainsAreBounded(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := arbiterv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	requester := &arbiterv1alpha1.RequesterInfo{Username: "alice", UID: "1"}
+	chain := func(length int) []client.Object {
+		// op-0 names op-1 as parent, ... op-(length-1) names none.
+		var ops []client.Object
+		for i := range length {
+			op := &arbiterv1alpha1.ConflictResolutionOperation{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: fmt.Sprintf("op-%d", i)},
+				Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{Priority: int32(i), RequestedBy: requester}}
+			if i+1 < length {
+				op.Spec.ParentRef = &arbiterv1alpha1.OperationReference{Name: fmt.Sprintf("op-%d", i+1)}
+			}
+			ops = append(ops, op)
+		}
+		return ops
+	}
+	for _, tc := range []struct {
+		length   int
+		priority int32 // 0: InvalidParent
+	}{
+		{maxParentDepth + 1, maxParentDepth}, // op-0 and its 32 parents
+		{maxParentDepth + 2, 0},
+		{10_000, 0},
+	} {
+		ops := chain(tc.length)
+		reads := 0
+		c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(ops...).WithInterceptorFuncs(interceptor.Funcs{
+			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+				reads++
+				return c.Get(ctx, key, obj, opts...)
+			}}).Build()
+		r := &OperationReconciler{Client: c}
+		priority, _, err := r.effectivePriority(t.Context(), ops[0].(*arbiterv1alpha1.ConflictResolutionOperation))
+		invalid := (*invalidParentError)(nil)
+		switch {
+		case tc.priority != 0 && (err != nil || priority != tc.priority):
+			t.Errorf("a chain of %d parents: priority %d, %v; want %d", tc.length-1, priority, err, tc.priority)
+		case tc.priority == 0 && !errors.As(err, &invalid):
+			t.Errorf("a chain of %d parents: priority %d, %v; want InvalidParent", tc.length-1, priority, err)
+		case tc.priority == 0 && !strings.Contains(err.Error(), "spec.parentRef"):
+			t.Errorf("the error %q does not name spec.parentRef", err)
+		}
+		if reads > maxParentDepth {
+			t.Errorf("a chain of %d parents took %d reads, want at most %d", tc.length-1, reads, maxParentDepth)
+		}
 	}
 }

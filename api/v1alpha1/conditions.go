@@ -60,7 +60,8 @@ const (
 	// ReasonClusterScopedTarget: a target's kind is cluster-scoped; an
 	// operation may change objects of its own namespace only.
 	ReasonClusterScopedTarget = "ClusterScopedTarget"
-	// ReasonInvalidParent: parentRef forms a cycle.
+	// ReasonInvalidParent: parentRef forms a cycle, or a chain of more than
+	// 32 parents.
 	ReasonInvalidParent = "InvalidParent"
 )
 
