@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"strings"
+
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -11,10 +13,13 @@ import (
 // whole manifest.
 const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
+// arbiterAnnotations is the prefix of the annotations arbiter reads.
+const arbiterAnnotations = "arbiter.dev/"
+
 // CacheOptions is how the manager caches objects. Every object loses its
 // managedFields, and a finished operation keeps only what cleanup and
-// staging read: its identity, labels, priority, parent, targets' names,
-// requester's username, and its phase and times. Zombies can number tens
+// staging read: its identity, labels, arbiter's annotations, priority,
+// parent, targets' names, requester's username, and its phase and times. Zombies can number tens
 // of thousands, and arbiter never applies a finished operation again;
 // clients still read the whole object from the API server.
 func CacheOptions() cache.Options {
@@ -35,7 +40,14 @@ func TrimFinished(obj any) (any, error) {
 		return obj, err
 	}
 	// The object is fresh from the watch and not shared yet: trimmed in place.
-	delete(op.Annotations, lastApplied)
+	// Annotations take up to 256 KiB an operation, which anyone who may
+	// create one can fill: a zombie keeps arbiter's alone (the last-applied
+	// copy of the manifest goes with the rest).
+	for k := range op.Annotations {
+		if !strings.HasPrefix(k, arbiterAnnotations) {
+			delete(op.Annotations, k)
+		}
+	}
 	op.Spec.Params = nil
 	// The username alone is kept, for cleanup's audit record of its removal.
 	if op.Spec.RequestedBy != nil {

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"strings"
 	"testing"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -13,7 +14,8 @@ func operationIn(phase arbiterv1alpha1.OperationPhase) *arbiterv1alpha1.Conflict
 	now := metav1.NowMicro()
 	return &arbiterv1alpha1.ConflictResolutionOperation{
 		ObjectMeta: metav1.ObjectMeta{Name: "op", Labels: map[string]string{"team": "a"},
-			Annotations:   map[string]string{lastApplied: "{...}", arbiterv1alpha1.CancelAnnotation: "true"},
+			Annotations: map[string]string{lastApplied: "{...}", arbiterv1alpha1.CancelAnnotation: "true",
+				arbiterv1alpha1.KeepAnnotation: "true", arbiterv1alpha1.AcknowledgedAnnotation: "true", "ballast": strings.Repeat("x", 200<<10)},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
 		Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{
 			Function: "credit", Priority: 7, Params: &apiextensionsv1.JSON{Raw: []byte(`{"amount": 1}`)},
@@ -42,7 +44,10 @@ func TestTrimFinishedKeepsWhatCleanupAndStagingRead(t *testing.T) {
 		t.Errorf("a finished operation keeps what only executing needs: %+v", op)
 	case op.Annotations[lastApplied] != "":
 		t.Error("the last-applied copy of the manifest is kept")
+	case op.Annotations["ballast"] != "":
+		t.Error("a 200 KiB annotation arbiter never reads is kept")
 	case op.Name != "op", op.Labels["team"] != "a", op.Annotations[arbiterv1alpha1.CancelAnnotation] != "true",
+		op.Annotations[arbiterv1alpha1.KeepAnnotation] != "true", op.Annotations[arbiterv1alpha1.AcknowledgedAnnotation] != "true",
 		op.Spec.Priority != 7, op.Spec.ParentRef == nil, op.Spec.Function != "credit", op.Spec.RequestedBy.Username != "alice",
 		op.Spec.Targets[0].Name != "cm", op.Spec.Targets[0].Kind != "ConfigMap", op.Spec.Targets[0].APIVersion != "v1",
 		op.Status.Phase != arbiterv1alpha1.PhaseRejected, op.Status.Reason != "R", op.Status.CompletedAt == nil:
