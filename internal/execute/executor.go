@@ -434,7 +434,7 @@ func (e *Executor) restore(ctx context.Context, req Request, tr *TargetResult) e
 			err = restoreError(err, name, "update")
 			// No answer: the restore may have landed, and the next one
 			// then finds the record gone.
-			_, tr.restoreSent = err.(*transientError)
+			tr.restoreSent = errors.As(err, new(*transientError))
 			return err
 		}
 		if req.OnConflict != nil {
