@@ -472,3 +472,37 @@ func (r *flakyReads) Get(ctx context.Context, key client.ObjectKey, obj client.O
 	}
 	return r.Reader.Get(ctx, key, obj, opts...)
 }
+
+// A restore that meets a 409 is retried in its worker at most
+// rollbackBackoff.MaxRetries times, then left for a human.
+func TestARestoreRetriesAConflictAFewTimesThenGivesUp(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
+	written := false
+	restores := 0
+	f.conflict = func(name string) bool {
+		if name == "a" && written {
+			restores++
+			return true
+		}
+		written = written || name == "a"
+		return false
+	}
+	f.refuse = func(name string) error {
+		if name == "b" {
+			return apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, name, nil)
+		}
+		return nil
+	}
+	e := &Executor{Reader: f, Writer: f}
+	req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
+	res, err := e.Execute(context.Background(), req, &Progress{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonRollbackFailed || !strings.Contains(res.Failure.Message, "changed under every one of 6 attempts") {
+		t.Fatalf("Failure = %v, want RollbackFailed after 6 attempts", res.Failure)
+	}
+	if want := rollbackBackoff.MaxRetries + 1; restores != want {
+		t.Fatalf("%d restore attempts, want %d", restores, want)
+	}
+}
