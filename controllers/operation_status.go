@@ -134,7 +134,7 @@ func (r *OperationReconciler) finish(ctx context.Context, op *arbiterv1alpha1.Co
 	if eventType, eventReason, ok := outcomeEvent(phase, reason); ok && r.events.allow(op.Namespace, string(phase)+"/"+reason, now) {
 		r.Recorder.Eventf(op, nil, eventType, eventReason, string(phase), "%s: %s", reason, message)
 	}
-	metrics.OperationsTotal.WithLabelValues(op.Namespace, metrics.FunctionLabel(op.Spec.Function), string(phase), reason).Inc()
+	metrics.OperationsTotal.WithLabelValues(op.Namespace, metrics.FunctionLabel(op.Namespace, op.Spec.Function), string(phase), reason).Inc()
 	metrics.OperationDuration.Observe(now.Sub(op.CreationTimestamp.Time).Seconds())
 	logOutcome(ctx, op)
 	return nil

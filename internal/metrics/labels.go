@@ -9,33 +9,42 @@ import "sync"
 // one is counted as OtherFunction.
 const MaxFunctions = 100
 
+// MaxFunctionsPerNamespace is how many of the MaxFunctions names one
+// namespace may be the first to use: a tenant inventing names takes up its
+// share, not every other namespace's. A name another namespace brought in
+// is shared and costs no share.
+const MaxFunctionsPerNamespace = 10
+
 // OtherFunction is the function label of the names past MaxFunctions.
 const OtherFunction = "other"
 
 // functions remembers the function names that have a series of their own.
-var functions = boundedLabel{max: MaxFunctions}
+var functions = boundedLabel{max: MaxFunctions, perNamespace: MaxFunctionsPerNamespace}
 
-// FunctionLabel is the function label for name.
-func FunctionLabel(name string) string { return functions.of(name) }
+// FunctionLabel is the function label for name, used in namespace.
+func FunctionLabel(namespace, name string) string { return functions.of(namespace, name) }
 
 type boundedLabel struct {
-	mu   sync.Mutex
-	max  int
-	seen map[string]bool
+	mu                sync.Mutex
+	max, perNamespace int
+	seen              map[string]bool
+	// broughtIn counts the names each namespace was the first to use.
+	broughtIn map[string]int
 }
 
-func (b *boundedLabel) of(value string) string {
+func (b *boundedLabel) of(namespace, value string) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.seen[value] {
 		return value
 	}
-	if len(b.seen) >= b.max {
+	if len(b.seen) >= b.max || b.broughtIn[namespace] >= b.perNamespace {
 		return OtherFunction
 	}
 	if b.seen == nil {
-		b.seen = map[string]bool{}
+		b.seen, b.broughtIn = map[string]bool{}, map[string]int{}
 	}
 	b.seen[value] = true
+	b.broughtIn[namespace]++
 	return value
 }
