@@ -74,6 +74,12 @@ type CleanupReconciler struct {
 	// meetings carries the operations arbiter meets, to the zombie
 	// controller's queue.
 	meetings chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]
+	// meetingsMu guards pendingMeetings: the targets (registry keys) that a
+	// meeting in the channel carries. A target met again before that one is
+	// handled adds nothing, so one tenant meeting its targets over and over
+	// holds a slot per target, never the whole channel.
+	meetingsMu      sync.Mutex
+	pendingMeetings map[string]bool
 	// reportsDue carries CleanupPolicies whose report a removal, a failed
 	// one or a dry-run one changed, to a census of their namespace: the
 	// tracker, not the operations a census reads, knows of these.

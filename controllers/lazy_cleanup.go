@@ -23,16 +23,40 @@ import (
 
 // MeetTargets tells lazy cleanup that arbiter is working on an operation's
 // targets; their zombies old enough under a Lazy policy are removed. It
-// never blocks the caller.
+// never blocks the caller. A target already waiting for its meeting to be
+// handled is not sent again.
 func (r *CleanupReconciler) MeetTargets(op *arbiterv1alpha1.ConflictResolutionOperation) {
 	// A copy of what lazy cleanup reads: the caller goes on with op.
 	met := &arbiterv1alpha1.ConflictResolutionOperation{ObjectMeta: metav1.ObjectMeta{Namespace: op.Namespace, Name: op.Name, UID: op.UID}}
+	r.meetingsMu.Lock()
+	if r.pendingMeetings == nil {
+		r.pendingMeetings = map[string]bool{}
+	}
 	for _, t := range op.Spec.Targets {
-		met.Spec.Targets = append(met.Spec.Targets, arbiterv1alpha1.Target{APIVersion: t.APIVersion, Kind: t.Kind, Name: t.Name})
+		if k := registry.KeyOf(op.Namespace, t); !r.pendingMeetings[k] {
+			r.pendingMeetings[k] = true
+			met.Spec.Targets = append(met.Spec.Targets, arbiterv1alpha1.Target{APIVersion: t.APIVersion, Kind: t.Kind, Name: t.Name})
+		}
+	}
+	r.meetingsMu.Unlock()
+	if len(met.Spec.Targets) == 0 {
+		return
 	}
 	select {
 	case r.meetings <- event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]{Object: met}:
 	default: // Lazy cleanup is best effort: the target will be met again.
+		r.meetingHandled(met)
+	}
+}
+
+// meetingHandled lets met's targets be met again: called as its meeting is
+// taken from the channel, so that zombies that finish during the walk are
+// found by the next one.
+func (r *CleanupReconciler) meetingHandled(met *arbiterv1alpha1.ConflictResolutionOperation) {
+	r.meetingsMu.Lock()
+	defer r.meetingsMu.Unlock()
+	for _, t := range met.Spec.Targets {
+		delete(r.pendingMeetings, registry.KeyOf(met.Namespace, t))
 	}
 }
 
@@ -43,6 +67,7 @@ func (r *CleanupReconciler) MeetTargets(op *arbiterv1alpha1.ConflictResolutionOp
 func (r *CleanupReconciler) enqueueMet(ctx context.Context, e event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation],
 	q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	op := e.Object
+	r.meetingHandled(op)
 	cands, err := r.candidates(ctx, op.Namespace)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Lazy cleanup skipped a meeting", "operation", client.ObjectKeyFromObject(op))

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientevents "k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -277,5 +278,39 @@ func TestClusterPolicyFailuresAreKeptPerNamespace(t *testing.T) {
 	_, f := r.figures(view, time.Now())
 	if f.FailureRatePercent != 50 || fmt.Sprint(f.NamespaceFailureRatePercent) != "map[a:0 b:100]" {
 		t.Errorf("failure rates %d%% and %v, want 50%% over the policy, a 0 and b 100", f.FailureRatePercent, f.NamespaceFailureRatePercent)
+	}
+}
+
+// One tenant meeting its targets over and over holds one meeting per
+// target in the channel every namespace shares, not the whole of it: a
+// meeting in another namespace still gets in. Once its meeting is taken
+// from the channel, a target may be met again.
+func TestRepeatedMeetingsDoNotCrowdOutOtherNamespaces(t *testing.T) {
+	r, _ := fakeCleaner(t)
+	hostile := rejected("hostile", "hammer")
+	for i := range 16 {
+		hostile.Spec.Targets = append(hostile.Spec.Targets, arbiterv1alpha1.Target{APIVersion: "v1", Kind: "ConfigMap", Name: fmt.Sprint("cm-", i)})
+	}
+	for range 2 * cap(r.meetings) {
+		r.MeetTargets(hostile)
+	}
+	if len(r.meetings) != 1 {
+		t.Fatalf("%d meetings of the same 16 targets wait, want 1", len(r.meetings))
+	}
+	bank := rejected("bank", "credit")
+	bank.Spec.Targets = []arbiterv1alpha1.Target{{APIVersion: "v1", Kind: "ConfigMap", Name: "cm-0"}}
+	r.MeetTargets(bank)
+	if len(r.meetings) != 2 {
+		t.Fatalf("another namespace's meeting was dropped: %d waiting, want 2", len(r.meetings))
+	}
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+	r.enqueueMet(t.Context(), <-r.meetings, q)
+	r.MeetTargets(hostile)
+	if len(r.meetings) != 2 {
+		t.Fatalf("a target whose meeting was handled cannot be met again: %d waiting, want 2", len(r.meetings))
+	}
+	if got := (<-r.meetings).Object.Name; got != "credit" {
+		t.Fatalf("first meeting waiting is %s, want bank's credit", got)
 	}
 }
