@@ -80,6 +80,9 @@ type CleanupReconciler struct {
 	// holds a slot per target, never the whole channel.
 	meetingsMu      sync.Mutex
 	pendingMeetings map[string]bool
+	// governorCache keeps each namespace's candidates for judging zombies
+	// between changes of what they are made of; see governors.
+	governorCache governorCache
 	// reportsDue carries CleanupPolicies whose report a removal, a failed
 	// one or a dry-run one changed, to a census of their namespace: the
 	// tracker, not the operations a census reads, knows of these.
@@ -193,6 +196,78 @@ func (r *CleanupReconciler) candidates(ctx context.Context, namespace string) (*
 		namespaceLabels = ns.Labels
 	}
 	return cleanup.NewCandidates(namespace, namespaceLabels, policies.Items, clusters.Items, r.selectors), nil
+}
+
+// governorCache keeps each namespace's candidates, as the zombie
+// controller and lazy cleanup read them, until a policy's spec, a
+// namespace's labels or a ClusterCleanupPolicy changes. Without it, every
+// zombie judged copied every policy of its namespace: a tenant with a
+// thousand CleanupPolicies and many zombies, editing one policy (which
+// judges every zombie again), kept the workers every namespace shares busy
+// copying. Reports read policies fresh: they compare and write status,
+// which these copies do not follow.
+type governorCache struct {
+	mu sync.Mutex
+	// cluster counts the changes that concern every namespace, changed
+	// those of one; an entry is good while their sum is what it was built
+	// at (both only grow).
+	cluster uint64
+	changed map[string]uint64
+	kept    map[string]keptCandidates
+}
+
+type keptCandidates struct {
+	cands *cleanup.Candidates
+	epoch uint64
+}
+
+// epoch is the count of changes namespace's candidates depend on; g.mu
+// must be held.
+func (g *governorCache) epoch(namespace string) uint64 { return g.cluster + g.changed[namespace] }
+
+// policiesChanged drops the kept candidates of namespace, or of every
+// namespace when it is "" (a ClusterCleanupPolicy changed).
+func (g *governorCache) policiesChanged(namespace string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if namespace == "" {
+		g.cluster++
+		return
+	}
+	if g.changed == nil {
+		g.changed = map[string]uint64{}
+	}
+	g.changed[namespace]++
+}
+
+// governors returns namespace's candidates for judging zombies: kept ones
+// while no change they depend on came since they were gathered. Read them,
+// never change them: every worker shares them.
+func (r *CleanupReconciler) governors(ctx context.Context, namespace string) (*cleanup.Candidates, error) {
+	g := &r.governorCache
+	g.mu.Lock()
+	epoch := g.epoch(namespace)
+	if k, ok := g.kept[namespace]; ok && k.epoch == epoch {
+		g.mu.Unlock()
+		return k.cands, nil
+	}
+	g.mu.Unlock()
+	// Gathered from the cache after epoch was read: a change the cache
+	// shows later than this read brings a new epoch, so these are never
+	// kept past it.
+	cands, err := r.candidates(ctx, namespace)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.kept == nil {
+		g.kept = map[string]keptCandidates{}
+	}
+	if g.epoch(namespace) == epoch {
+		g.kept[namespace] = keptCandidates{cands: cands, epoch: epoch}
+	}
+	return cands, nil
 }
 
 // governing returns the policy that governs op among its namespace's

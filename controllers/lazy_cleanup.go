@@ -68,7 +68,7 @@ func (r *CleanupReconciler) enqueueMet(ctx context.Context, e event.TypedGeneric
 	q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	op := e.Object
 	r.meetingHandled(op)
-	cands, err := r.candidates(ctx, op.Namespace)
+	cands, err := r.governors(ctx, op.Namespace)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Lazy cleanup skipped a meeting", "operation", client.ObjectKeyFromObject(op))
 		return

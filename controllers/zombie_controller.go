@@ -59,6 +59,7 @@ func (r *CleanupReconciler) setupZombies(mgr ctrl.Manager) error {
 // policyToZombies re-judges a namespace's finished operations when a policy
 // changes: a new or edited policy applies to zombies already there.
 func (r *CleanupReconciler) policyToZombies(ctx context.Context, o client.Object) []reconcile.Request {
+	r.governorCache.policiesChanged(o.GetNamespace())
 	return r.finishedIn(ctx, o.GetNamespace())
 }
 
@@ -66,6 +67,7 @@ func (r *CleanupReconciler) policyToZombies(ctx context.Context, o client.Object
 // namespaces a changed ClusterCleanupPolicy covers, before and after the
 // change (the map sees both objects of an update).
 func (r *CleanupReconciler) clusterPolicyToZombies(ctx context.Context, o client.Object) []reconcile.Request {
+	r.governorCache.policiesChanged("")
 	_, namespaces := r.changedClusterPolicy(ctx, o)
 	var reqs []reconcile.Request
 	for _, ns := range namespaces {
@@ -86,6 +88,7 @@ var relabelled = predicate.Funcs{
 // namespaceToZombies re-judges a relabelled namespace's finished
 // operations, when there is a cluster policy its labels could matter to.
 func (r *CleanupReconciler) namespaceToZombies(ctx context.Context, o client.Object) []reconcile.Request {
+	r.governorCache.policiesChanged(o.GetName())
 	var clusters arbiterv1alpha1.ClusterCleanupPolicyList
 	if err := r.Client.List(ctx, &clusters); err != nil || len(clusters.Items) == 0 {
 		return nil
@@ -123,7 +126,7 @@ func (r *CleanupReconciler) reconcileZombie(ctx context.Context, req ctrl.Reques
 		r.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
-	cands, err := r.candidates(ctx, op.Namespace)
+	cands, err := r.governors(ctx, op.Namespace)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

@@ -314,3 +314,56 @@ func TestRepeatedMeetingsDoNotCrowdOutOtherNamespaces(t *testing.T) {
 		t.Fatalf("first meeting waiting is %s, want bank's credit", got)
 	}
 }
+
+// Zombies are judged against candidates kept per namespace: judging many
+// zombies lists a namespace's policies once, not once per zombie, and a
+// change of a policy's spec, a namespace's labels or a cluster policy
+// (policiesChanged, which the zombie controller's watches call) makes the
+// next judgement gather them afresh.
+func TestZombiesAreJudgedAgainstKeptCandidatesUntilAPolicyChanges(t *testing.T) {
+	lists := 0
+	r, c := fakeCleanerWith(t, interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		if _, ok := list.(*arbiterv1alpha1.CleanupPolicyList); ok {
+			lists++
+		}
+		return c.List(ctx, list, opts...)
+	}}, testPolicy("a", "first", nil))
+	policies := func(namespace string) []string {
+		t.Helper()
+		cands, err := r.governors(t.Context(), namespace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, p := range cands.Policies() {
+			names = append(names, p.Name)
+		}
+		return names
+	}
+	for range 1000 {
+		policies("a")
+	}
+	if lists != 1 {
+		t.Fatalf("1000 judgements listed the namespace's policies %d times, want 1", lists)
+	}
+	second := testPolicy("a", "second", nil)
+	second.CreationTimestamp = metav1.NewTime(time.Now().Add(time.Hour))
+	if err := c.Create(t.Context(), second); err != nil {
+		t.Fatal(err)
+	}
+	r.governorCache.policiesChanged("b") // another namespace's change
+	if got := policies("a"); len(got) != 1 {
+		t.Fatalf("a change in namespace b renewed namespace a's candidates: %v", got)
+	}
+	r.governorCache.policiesChanged("a")
+	if got := policies("a"); len(got) != 2 {
+		t.Fatalf("after a's policies changed, candidates %v; want first and second", got)
+	}
+	if err := c.Delete(t.Context(), second); err != nil {
+		t.Fatal(err)
+	}
+	r.governorCache.policiesChanged("") // a ClusterCleanupPolicy changed: every namespace
+	if got := policies("a"); len(got) != 1 {
+		t.Fatalf("after a cluster policy changed, candidates %v; want first alone", got)
+	}
+}
