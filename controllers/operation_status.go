@@ -2,8 +2,11 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -168,9 +171,9 @@ func outcomeEvent(phase arbiterv1alpha1.OperationPhase, reason string) (eventTyp
 // new metadata (resourceVersion, managedFields).
 func (r *OperationReconciler) patchStatus(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation,
 	mutate func(*arbiterv1alpha1.ConflictResolutionOperation)) error {
-	orig := op.DeepCopy()
+	orig := op.Status.DeepCopy()
 	mutate(op)
-	data, err := client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}).Data(op)
+	data, err := statusPatch(orig, op)
 	if err != nil {
 		return err
 	}
@@ -181,6 +184,37 @@ func (r *OperationReconciler) patchStatus(ctx context.Context, op *arbiterv1alph
 	}
 	op.ObjectMeta = stored.ObjectMeta
 	return nil
+}
+
+// statusPatch is the merge patch from status orig to op's, conditional on
+// op's resourceVersion. The status subresource takes nothing else, so only
+// the statuses are encoded and compared, not the spec and metadata (a live
+// operation's last-applied annotation copies the whole manifest).
+func statusPatch(orig *arbiterv1alpha1.ConflictResolutionOperationStatus, op *arbiterv1alpha1.ConflictResolutionOperation) ([]byte, error) {
+	before, err := json.Marshal(orig)
+	if err != nil {
+		return nil, err
+	}
+	after, err := json.Marshal(&op.Status)
+	if err != nil {
+		return nil, err
+	}
+	status, err := jsonpatch.CreateMergePatch(before, after)
+	if err != nil {
+		return nil, err
+	}
+	patch := statusPatchDocument{Status: status}
+	patch.Metadata.ResourceVersion = op.ResourceVersion
+	return json.Marshal(&patch)
+}
+
+// statusPatchDocument is a status patch: the resourceVersion it is
+// conditional on, and the status merge patch.
+type statusPatchDocument struct {
+	Metadata struct {
+		ResourceVersion string `json:"resourceVersion"`
+	} `json:"metadata"`
+	Status json.RawMessage `json:"status"`
 }
 
 func micro(t time.Time) *metav1.MicroTime {
