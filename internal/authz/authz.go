@@ -7,9 +7,9 @@ package authz
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -110,11 +110,26 @@ func (c *Checker) Check(ctx context.Context, op *arbiterv1alpha1.ConflictResolut
 	return nil
 }
 
-func (c *Checker) review(ctx context.Context, who *arbiterv1alpha1.RequesterInfo, attrs authorizationv1.ResourceAttributes) (bool, string, error) {
+// questionKey names a review's question in the cache: the whole requester
+// and the attributes, JSON-encoded so that no two questions share a key
+// (groups ["a,b"] and ["a", "b"] are two requesters; LDAP group names hold
+// commas).
+func questionKey(who *arbiterv1alpha1.RequesterInfo, attrs authorizationv1.ResourceAttributes) (string, error) {
 	groups := slices.Clone(who.Groups)
 	slices.Sort(groups)
-	key := strings.Join([]string{who.Username, who.UID, strings.Join(groups, ","), fmt.Sprint(who.Extra),
-		attrs.Verb, attrs.Group, attrs.Resource, attrs.Namespace, attrs.Name}, "\x00")
+	key, err := json.Marshal([]any{who.Username, who.UID, groups, who.Extra,
+		attrs.Verb, attrs.Group, attrs.Resource, attrs.Namespace, attrs.Name})
+	if err != nil {
+		return "", fmt.Errorf("encoding the access question: %w", err)
+	}
+	return string(key), nil
+}
+
+func (c *Checker) review(ctx context.Context, who *arbiterv1alpha1.RequesterInfo, attrs authorizationv1.ResourceAttributes) (bool, string, error) {
+	key, err := questionKey(who, attrs)
+	if err != nil {
+		return false, "", err
+	}
 	c.once.Do(func() { c.answers = lru.New(answersKept) })
 	now := time.Now()
 	if c.Clock != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -27,6 +28,8 @@ type authorizer struct {
 	mu      sync.Mutex
 	reviews int
 	allow   func(authorizationv1.ResourceAttributes) bool
+	// allowSpec, when set, decides instead of allow, seeing who asks.
+	allowSpec func(authorizationv1.SubjectAccessReviewSpec) bool
 	// gate, when set, holds every review until it is closed.
 	gate chan struct{}
 }
@@ -49,7 +52,11 @@ func (a *authorizer) checker(t *testing.T, clk *clocktesting.FakePassiveClock) *
 			a.mu.Lock()
 			defer a.mu.Unlock()
 			a.reviews++
-			sar.Status.Allowed = a.allow(*sar.Spec.ResourceAttributes)
+			if a.allowSpec != nil {
+				sar.Status.Allowed = a.allowSpec(sar.Spec)
+			} else {
+				sar.Status.Allowed = a.allow(*sar.Spec.ResourceAttributes)
+			}
 			return nil
 		}}).Build()
 	mapper := meta.NewDefaultRESTMapper(nil)
@@ -139,5 +146,31 @@ func TestNoRequesterFailsClosed(t *testing.T) {
 	var denied *Denied
 	if err := (&Checker{}).Check(context.Background(), &arbiterv1alpha1.ConflictResolutionOperation{}); !errors.As(err, &denied) {
 		t.Fatalf("Check = %v, want Denied", err)
+	}
+}
+
+// Requesters who differ only in how their groups or extra would join into
+// one string are asked about separately: an answer for the groups ["a,b"]
+// (an LDAP name holds commas) is not reused for ["a", "b"].
+func TestRequestersWhoseGroupsJoinAlikeAreAskedSeparately(t *testing.T) {
+	a := &authorizer{allowSpec: func(spec authorizationv1.SubjectAccessReviewSpec) bool {
+		return slices.Equal(spec.Groups, []string{"a", "b"}) && len(spec.Extra["scopes"]) == 2
+	}}
+	checker := a.checker(t, clocktesting.NewFakePassiveClock(time.Unix(1000, 0)))
+	as := func(groups []string, scopes ...string) error {
+		op := operationOn("settings")
+		op.Spec.RequestedBy.Groups = groups
+		op.Spec.RequestedBy.Extra = map[string][]string{"scopes": scopes}
+		return checker.Check(context.Background(), op)
+	}
+	var denied *Denied
+	if err := as([]string{"a,b"}, "x", "y"); !errors.As(err, &denied) {
+		t.Fatalf("groups [a,b]: %v, want Denied", err)
+	}
+	if err := as([]string{"a", "b"}, "x y"); !errors.As(err, &denied) {
+		t.Fatalf("extra scopes [x y]: %v, want Denied", err)
+	}
+	if err := as([]string{"a", "b"}, "x", "y"); err != nil {
+		t.Fatalf("groups [a b] with scopes [x y] were given another requester's answer: %v", err)
 	}
 }
