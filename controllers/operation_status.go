@@ -13,6 +13,7 @@ import (
 
 	"github.com/arbiter-dev/arbiter/internal/metrics"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -35,11 +36,19 @@ type staged struct {
 }
 
 // markQueued records an operation that lost a Queue batch to winner.
+//
+// An operation queued again, when a later batch of its target goes to
+// another, keeps the winner and message of the batch that first queued it:
+// naming each new winner would rewrite every waiting operation whenever
+// the target changes hands, N²/2 writes for a queue of N.
 func markQueued(op *arbiterv1alpha1.ConflictResolutionOperation, st staged, winner string) {
 	s := &op.Status
-	s.Phase, s.Reason, s.Winner = arbiterv1alpha1.PhaseQueued, arbiterv1alpha1.ReasonQueued, winner
+	if s.Phase != arbiterv1alpha1.PhaseQueued {
+		s.Winner = winner
+		s.Message = fmt.Sprintf("Queued after losing a batch to %s; it runs when the target is free, in priority order", winner)
+	}
+	s.Phase, s.Reason = arbiterv1alpha1.PhaseQueued, arbiterv1alpha1.ReasonQueued
 	s.EffectivePriority, s.StagedAt = st.priority, micro(st.at)
-	s.Message = fmt.Sprintf("Queued behind %s; it runs when the target is free, in priority order", winner)
 	setStaged(op, st.note)
 }
 
@@ -168,11 +177,15 @@ func outcomeEvent(phase arbiterv1alpha1.OperationPhase, reason string) (eventTyp
 // (as=PartialObjectMetadata): the status it stored is op's own, since the
 // patch applied to the very version op was read at, so encoding the whole
 // object back and decoding it here would be work for nothing. op takes the
-// new metadata (resourceVersion, managedFields).
+// new metadata (resourceVersion, managedFields). A mutation that changes
+// nothing writes nothing.
 func (r *OperationReconciler) patchStatus(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation,
 	mutate func(*arbiterv1alpha1.ConflictResolutionOperation)) error {
 	orig := op.Status.DeepCopy()
 	mutate(op)
+	if equality.Semantic.DeepEqual(orig, &op.Status) {
+		return nil
+	}
 	data, err := statusPatch(orig, op)
 	if err != nil {
 		return err

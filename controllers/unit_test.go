@@ -10,6 +10,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -160,5 +161,51 @@ func TestParentChainsAreBounded(t *testing.T) {
 		if reads > maxParentDepth {
 			t.Errorf("a chain of %d parents took %d reads, want at most %d", tc.length-1, reads, maxParentDepth)
 		}
+	}
+}
+
+// A queued operation is written once when it is queued, not again each
+// time its target changes hands while it waits: a queue of N would cost
+// N²/2 status writes. Its status keeps naming the batch that queued it.
+func TestRequeuingAQueuedOperationWritesNothing(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := arbiterv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	op := &arbiterv1alpha1.ConflictResolutionOperation{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "waiter", Generation: 1},
+		Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{Priority: 1}}
+	patches := 0
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(op).WithStatusSubresource(op).WithInterceptorFuncs(interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			patches++
+			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+		}}).Build()
+	r := &OperationReconciler{Client: c, Arbiter: staging.NewArbiter()}
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(op), op); err != nil {
+		t.Fatal(err)
+	}
+	st := staged{priority: 1, at: time.Unix(1000, 0)}
+	for i, winner := range []string{"first", "second", "third"} {
+		v := staging.Verdict{Kind: staging.Queue, Winner: types.NamespacedName{Namespace: "a", Name: winner}, StagedAt: st.at, Priority: 1}
+		if _, err := r.onQueued(t.Context(), op, st, v); err != nil {
+			t.Fatalf("queued behind %s: %v", winner, err)
+		}
+		if patches != 1 {
+			t.Fatalf("after %d queuings, %d status writes; want 1", i+1, patches)
+		}
+	}
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(op), op); err != nil {
+		t.Fatal(err)
+	}
+	if op.Status.Phase != arbiterv1alpha1.PhaseQueued || op.Status.Winner != "first" || !strings.Contains(op.Status.Message, "losing a batch to first") {
+		t.Fatalf("status %s, winner %q, message %q; want Queued naming the batch that queued it", op.Status.Phase, op.Status.Winner, op.Status.Message)
+	}
+	// A change that matters is written: a new effective priority.
+	st.priority = 5
+	if _, err := r.onQueued(t.Context(), op, st, staging.Verdict{Kind: staging.Queue, Winner: types.NamespacedName{Namespace: "a", Name: "fourth"}, StagedAt: st.at, Priority: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if patches != 2 {
+		t.Fatalf("a new effective priority made %d status writes in all, want 2", patches)
 	}
 }
