@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -47,8 +48,7 @@ func (r *CleanupReconciler) setupZombies(mgr ctrl.Manager) error {
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&arbiterv1alpha1.ClusterCleanupPolicy{}, handler.EnqueueRequestsFromMapFunc(r.clusterPolicyToZombies),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceToZombies), builder.OnlyMetadata,
-			builder.WithPredicates(relabelled)).
+		Watches(&corev1.Namespace{}, r.namespaceEvents(), builder.OnlyMetadata).
 		WatchesRawSource(source.Channel(r.meetings, handler.TypedFuncs[*arbiterv1alpha1.ConflictResolutionOperation, reconcile.Request]{
 			GenericFunc: r.enqueueMet,
 		})).
@@ -76,19 +76,33 @@ func (r *CleanupReconciler) clusterPolicyToZombies(ctx context.Context, o client
 	return reqs
 }
 
-// relabelled passes a namespace's label changes only: which cluster
-// policies cover it follows its labels.
-var relabelled = predicate.Funcs{
-	CreateFunc:  func(event.CreateEvent) bool { return false },
-	DeleteFunc:  func(event.DeleteEvent) bool { return false },
-	GenericFunc: func(event.GenericEvent) bool { return false },
-	UpdateFunc:  predicate.LabelChangedPredicate{}.Update,
+// namespaceEvents keeps the candidates kept for judging zombies in step
+// with namespaces (created, relabelled, deleted), and re-judges a
+// relabelled namespace's zombies: which cluster policies cover it follows
+// its labels.
+func (r *CleanupReconciler) namespaceEvents() handler.EventHandler {
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.governorCache.policiesChanged(e.Object.GetName())
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.governorCache.namespaceGone(e.Object.GetName())
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if !(predicate.LabelChangedPredicate{}).Update(e) {
+				return
+			}
+			r.governorCache.policiesChanged(e.ObjectNew.GetName())
+			for _, req := range r.namespaceToZombies(ctx, e.ObjectNew) {
+				q.Add(req)
+			}
+		},
+	}
 }
 
 // namespaceToZombies re-judges a relabelled namespace's finished
 // operations, when there is a cluster policy its labels could matter to.
 func (r *CleanupReconciler) namespaceToZombies(ctx context.Context, o client.Object) []reconcile.Request {
-	r.governorCache.policiesChanged(o.GetName())
 	var clusters arbiterv1alpha1.ClusterCleanupPolicyList
 	if err := r.Client.List(ctx, &clusters); err != nil || len(clusters.Items) == 0 {
 		return nil

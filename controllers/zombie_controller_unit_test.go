@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
@@ -365,5 +366,42 @@ func TestZombiesAreJudgedAgainstKeptCandidatesUntilAPolicyChanges(t *testing.T) 
 	r.governorCache.policiesChanged("") // a ClusterCleanupPolicy changed: every namespace
 	if got := policies("a"); len(got) != 1 {
 		t.Fatalf("after a cluster policy changed, candidates %v; want first alone", got)
+	}
+}
+
+// A namespace deleted and created again under the same name is judged
+// against its new labels, not the candidates kept for the old one: the
+// namespace watch's Delete and Create events drop them.
+func TestARecreatedNamespaceIsNotJudgedAgainstTheOldOnesCandidates(t *testing.T) {
+	prod := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "t", Labels: map[string]string{"env": "prod"}}}
+	cp := &arbiterv1alpha1.ClusterCleanupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "prod-only"},
+		Spec: arbiterv1alpha1.ClusterCleanupPolicySpec{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "prod"}}}}
+	cp.Spec.Strategy = arbiterv1alpha1.CleanupImmediate
+	r, c := fakeCleaner(t, prod, cp)
+	policies := func() int {
+		t.Helper()
+		cands, err := r.governors(t.Context(), "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(cands.Policies())
+	}
+	if n := policies(); n != 1 {
+		t.Fatalf("namespace t labelled env=prod has %d candidates, want the cluster policy", n)
+	}
+	events := r.namespaceEvents()
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+	if err := c.Delete(t.Context(), prod); err != nil {
+		t.Fatal(err)
+	}
+	events.Delete(t.Context(), event.DeleteEvent{Object: prod}, q)
+	dev := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "t", Labels: map[string]string{"env": "dev"}}}
+	if err := c.Create(t.Context(), dev); err != nil {
+		t.Fatal(err)
+	}
+	events.Create(t.Context(), event.CreateEvent{Object: dev}, q)
+	if n := policies(); n != 0 {
+		t.Fatalf("namespace t created again with env=dev has %d candidates, want none", n)
 	}
 }
