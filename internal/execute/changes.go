@@ -115,6 +115,18 @@ func lookup(doc map[string]any, path []string) (any, bool) {
 	return cur, true
 }
 
+// holdsBefore reports whether doc holds, at every path the changes wrote,
+// what was there before them: the changes are undone.
+func holdsBefore(doc map[string]any, changes []change) bool {
+	for _, c := range changes {
+		cur, ok := lookup(doc, c.path)
+		if ok != c.hadBefore || ok && !reflect.DeepEqual(normalize(withoutBookkeeping(c.path, cur)), normalize(c.before)) {
+			return false
+		}
+	}
+	return true
+}
+
 // revert restores the changes in doc, only where doc still holds what the
 // operation wrote. It returns the pointers that no longer did: someone
 // changed them since, and only a human can say what they should be.

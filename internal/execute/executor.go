@@ -110,9 +110,19 @@ type Progress struct {
 	// write failed) returns it again and never goes on past a rollback.
 	final *Result
 	// rollingBack is the failure whose rollback a transient error
-	// interrupted: the next call goes on restoring, never writing.
-	rollingBack *Failure
+	// interrupted: the next call goes on restoring, never writing; it has
+	// since the first such error (interruptedAt) rollbackRetryWindow to
+	// finish, whatever the caller's deadline.
+	rollingBack   *Failure
+	interruptedAt time.Time
 }
+
+// rollbackRetryWindow bounds how long a rollback goes on through transient
+// errors (the API server restarting or overloaded). Past it, the targets
+// not yet restored are left for a human, as a restore that cannot be
+// written: an error that lasts (a broken conversion webhook on the
+// target's kind, say) must not hold the operation and its targets forever.
+const rollbackRetryWindow = time.Minute
 
 // Result is the outcome of one call of Execute. Failure is nil on success
 // and while the execution backs off.
@@ -355,8 +365,13 @@ func (e *Executor) rollBack(ctx context.Context, req Request, p *Progress, cause
 		}
 		if err := e.restore(ctx, req, tr); err != nil {
 			if transient := (*transientError)(nil); errors.As(err, &transient) {
-				p.rollingBack = cause
-				return nil, fmt.Errorf("restoring %s: %w", name, transient.err)
+				if p.interruptedAt.IsZero() {
+					p.interruptedAt = e.now()
+				}
+				if e.now().Sub(p.interruptedAt) < rollbackRetryWindow {
+					p.rollingBack = cause
+					return nil, fmt.Errorf("restoring %s: %w", name, transient.err)
+				}
 			}
 			stuck = append(stuck, fmt.Sprintf("%s (%v)", name, err))
 			continue
@@ -417,9 +432,9 @@ func (e *Executor) restore(ctx context.Context, req Request, tr *TargetResult) e
 		if err := e.Reader.Get(ctx, tr.key, obj); err != nil {
 			return restoreError(err, name, "read")
 		}
-		if tr.restoreSent && !WasApplied(obj, req.UID) {
-			// The restore whose answer was lost landed: only it removes
-			// the record while the operation holds the target.
+		if tr.restoreSent && !WasApplied(obj, req.UID) && holdsBefore(obj.Object, tr.changes) {
+			// The restore whose answer was lost landed: the record is gone
+			// and what the operation wrote is undone.
 			return nil
 		}
 		if changed := revert(obj.Object, tr.changes); len(changed) > 0 {

@@ -506,3 +506,79 @@ func TestARestoreRetriesAConflictAFewTimesThenGivesUp(t *testing.T) {
 		t.Fatalf("%d restore attempts, want %d", restores, want)
 	}
 }
+
+// A restore whose answer was lost is taken as landed only when the target
+// shows it: the record gone and the values back. Another writer that
+// dropped the record alone (rewriting the annotations) leaves the values
+// the operation wrote, and the next call restores them.
+func TestALostRestoreIsTakenAsLandedOnlyWhenTheValuesAreBack(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
+	unavailable := apierrors.NewServiceUnavailable("etcd leader changed")
+	restoreFails := false
+	f.refuse = func(name string) error {
+		switch {
+		case name == "b":
+			restoreFails = true
+			return apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, name, nil)
+		case name == "a" && restoreFails:
+			restoreFails = false
+			return unavailable // the restore does not land
+		}
+		return nil
+	}
+	e := &Executor{Reader: f, Writer: f}
+	req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
+	var p Progress
+	if _, err := e.Execute(context.Background(), req, &p); err == nil {
+		t.Fatal("the interrupted rollback ended the operation")
+	}
+	// Another writer rewrites a's annotations, the record with them.
+	a := f.configMap(t, "a")
+	a.Annotations = map[string]string{"owner": "someone"}
+	if err := f.Update(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Execute(context.Background(), req, &p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonRolledBack {
+		t.Fatalf("Failure = %v, want RolledBack", res.Failure)
+	}
+	if got := f.configMap(t, "a"); got.Data["k"] != "1" {
+		t.Fatalf("a reported rolled back but holds %v", got.Data)
+	}
+}
+
+// A rollback goes on through transient errors for rollbackRetryWindow from
+// the first, then leaves what it could not restore to a human: an error
+// that lasts must not hold the operation and its targets forever.
+func TestARollbackThroughTransientErrorsIsBounded(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
+	reads := &flakyReads{Reader: f, name: "a", err: apierrors.NewServiceUnavailable("conversion webhook down")}
+	f.refuse = func(name string) error {
+		if name == "b" {
+			reads.failures = 1 << 30 // every read of a from now on
+			return apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, name, nil)
+		}
+		return nil
+	}
+	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
+	e := &Executor{Reader: reads, Writer: f, Clock: clk}
+	req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
+	var p Progress
+	for range 3 {
+		if res, err := e.Execute(context.Background(), req, &p); err == nil {
+			t.Fatalf("within the window, the rollback ended: %v", res.Failure)
+		}
+		clk.SetTime(clk.Now().Add(rollbackRetryWindow / 3))
+	}
+	clk.SetTime(clk.Now().Add(time.Second))
+	res, err := e.Execute(context.Background(), req, &p)
+	if err != nil {
+		t.Fatalf("past the window: %v, want an outcome", err)
+	}
+	if res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonRollbackFailed || !strings.Contains(res.Failure.Message, "ConfigMap default/a (conversion webhook down)") {
+		t.Fatalf("Failure = %v, want RollbackFailed naming a and the error", res.Failure)
+	}
+}
