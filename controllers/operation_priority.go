@@ -43,10 +43,6 @@ func (r *OperationReconciler) effectivePriority(ctx context.Context, op *arbiter
 		if seen[name] {
 			return 0, "", &invalidParentError{fmt.Sprintf("spec.parentRef forms a cycle: %v", chain)}
 		}
-		if len(chain) > maxParentDepth+1 {
-			return 0, "", &invalidParentError{fmt.Sprintf("spec.parentRef: the chain of parents (%s, %s, ... %s) is longer than %d",
-				chain[1], chain[2], name, maxParentDepth)}
-		}
 		seen[name] = true
 		parent := &arbiterv1alpha1.ConflictResolutionOperation{}
 		if err := r.Client.Get(ctx, types.NamespacedName{Namespace: op.Namespace, Name: name}, parent); err != nil {
@@ -57,6 +53,12 @@ func (r *OperationReconciler) effectivePriority(ctx context.Context, op *arbiter
 				return priority, note, nil
 			}
 			return 0, "", fmt.Errorf("reading parent %s: %w", name, err)
+		}
+		// A parent past the bound that does not exist lends nothing, as
+		// above; one that does makes the chain too long.
+		if len(chain) > maxParentDepth+1 {
+			return 0, "", &invalidParentError{fmt.Sprintf("spec.parentRef: the chain of parents (%s, %s, ... %s) is longer than %d",
+				chain[1], chain[2], name, maxParentDepth)}
 		}
 		if why := whyNotLending(op, parent); lending && why != "" {
 			lending, note = false, fmt.Sprintf("parentRef %s lends no priority: %s", name, why)
