@@ -173,6 +173,35 @@ var _ = Describe("Hardening", func() {
 			Expect(got.Status.Message).To(ContainSubstring(`User "sam" may not get Account ` + ns + "/alice"))
 			Expect(balanceOf(ns, "alice")).To(BeEquivalentTo(1))
 		})
+
+		It("stops an executing operation whose requester lost the right while it backed off", func() {
+			op := credit(ns, "backing-off", 1, 1000, "alice")
+			op.Spec.Timeout = duration(5 * time.Minute)
+			op.Spec.OCC = arbiterv1alpha1.OCCSpec{MaxRetries: ptr.To[int32](100), BaseDelay: duration(100 * time.Millisecond), MaxDelay: duration(100 * time.Millisecond)}
+			Expect(sam.Create(ctx, op)).To(Succeed())
+			// Every write meets a 409 until the test lets it through.
+			uid := string(get(op).UID)
+			faults.conflictOnApply(uid, forever)
+			DeferCleanup(faults.clear, uid)
+			eventuallyPhase(op, arbiterv1alpha1.PhaseExecuting)
+
+			Expect(k8sClient.Delete(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sam-accounts-get-update"}})).To(Succeed())
+			Eventually(func(g Gomega) {
+				sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: "sam",
+					ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "update", Group: "bank.example.com", Resource: "accounts", Name: "alice"}}}
+				g.Expect(k8sClient.Create(ctx, sar)).To(Succeed())
+				g.Expect(sar.Status.Allowed).To(BeFalse())
+			}, util.Timeout, util.Interval).Should(Succeed())
+			// Past the suite's TTL of a second, the revocation holds.
+			revoked := time.Now()
+			Eventually(func() time.Duration { return time.Since(revoked) }, util.Timeout, util.Interval).Should(BeNumerically(">", 2*time.Second))
+			faults.clear(uid)
+
+			got := eventuallyPhase(op, arbiterv1alpha1.PhaseFailed)
+			Expect(got.Status.Reason).To(Equal(arbiterv1alpha1.ReasonForbidden))
+			Expect(got.Status.Message).To(ContainSubstring(`User "sam" may not get Account ` + ns + "/alice"))
+			Expect(balanceOf(ns, "alice")).To(BeZero())
+		})
 	})
 })
 

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/internal/authz"
 	"github.com/arbiter-dev/arbiter/internal/execute"
 	"github.com/arbiter-dev/arbiter/internal/metrics"
 )
@@ -80,6 +82,16 @@ func (r *OperationReconciler) stopReason(ctx context.Context, op *arbiterv1alpha
 	if !r.now().Before(op.Deadline()) {
 		return &execute.Failure{Reason: arbiterv1alpha1.ReasonTimeout,
 			Message: fmt.Sprintf("Not applied within its timeout of %s", op.Spec.TimeoutOrDefault())}
+	}
+	// The requester may have lost the right since it was checked: an
+	// execution that backs off for long must not write past a revocation.
+	// Answers are reused for the checker's TTL, so this costs a review per
+	// requester and namespace each TTL at most.
+	switch err := r.Authz.Check(ctx, op); {
+	case errors.As(err, new(*authz.Denied)):
+		return &execute.Failure{Reason: arbiterv1alpha1.ReasonForbidden, Message: err.Error()}
+	case err != nil:
+		ctrl.LoggerFrom(ctx).Error(err, "Could not check the requester's access again; going on", logKeyOperation, klog.KObj(op))
 	}
 	return nil
 }
