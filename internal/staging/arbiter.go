@@ -56,7 +56,18 @@ type target struct {
 	pending  map[ID]bool
 	queued   map[ID]bool
 	holder   ID
+	// heldSince is when this target's closed batch first waited for a
+	// contender's other open batch; zero when it does not wait.
+	heldSince time.Time
 }
+
+// openBatchPatience bounds how long a closed batch waits for the other,
+// still open batches of its contenders: the longest window an operation
+// may ask for. Without it, multi-target operations chained one to the
+// next (each sharing a target with the last), extended by a new open
+// batch before the last closes, would hold every batch of the chain open
+// for as long as someone goes on extending it.
+const openBatchPatience = 10 * time.Second
 
 // Arbiter keeps the staging state of every target in memory and decides
 // batches as they close. It is safe for concurrent use. It keeps nothing
@@ -275,8 +286,12 @@ func (a *Arbiter) Tick(now time.Time) (changed []ID, next time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 
-	changed = a.decide(a.contendersDue(now))
+	due, waitEnds := a.contendersDue(now)
+	changed = a.decide(due)
 	preempted, next := a.preempt(now)
+	if !waitEnds.IsZero() && (next.IsZero() || waitEnds.Before(next)) {
+		next = waitEnds
+	}
 	// A preempted holder is told at once: it may be backing off, with
 	// nothing to wake it until then.
 	changed = append(changed, preempted...)
@@ -289,57 +304,69 @@ func (a *Arbiter) Tick(now time.Time) (changed []ID, next time.Time) {
 }
 
 // contendersDue are the contenders to decide at now: those whose every
-// target is free with its batch closed.
-func (a *Arbiter) contendersDue(now time.Time) []Contender {
+// target is free with its batch closed. waitEnds is when the earliest batch
+// that waits for an open one stops waiting (zero: none waits).
+func (a *Arbiter) contendersDue(now time.Time) (cs []Contender, waitEnds time.Time) {
 	due := map[Key]bool{}
+	var open []Key // free targets whose batch is still open
 	for k, t := range a.targets {
-		if t.holder == (ID{}) && (len(t.pending) > 0 || len(t.queued) > 0) && !now.Before(t.deadline) {
+		switch {
+		case t.holder != (ID{}) || len(t.pending) == 0 && len(t.queued) == 0:
+			t.heldSince = time.Time{}
+		case now.Before(t.deadline):
+			t.heldSince = time.Time{}
+			open = append(open, k)
+		default:
 			due[k] = true
 		}
 	}
 	// A contender is decided only when all its targets are due. While one
 	// of its other batches is still open, the batches it belongs to wait for
-	// it (a window is short and bounded). But one that waits on a busy
-	// target sits this decision out instead of holding up the batches of
-	// its other targets: an execution can take as long as its timeout, and
-	// nothing else should wait that long behind it.
-	for changedDue := true; changedDue; {
-		changedDue = false
-		for k := range due {
-			for id := range a.contenderIDs(k) {
-				if a.waitsForOpenBatch(due, id) {
-					delete(due, k)
-					changedDue = true
-					break
+	// it, and so on along the contenders they share (a window is short and
+	// bounded), but each for openBatchPatience at most: then it is decided
+	// without the contenders that still wait, as if their open target were
+	// busy. One that waits on a busy target sits this decision out at once:
+	// an execution can take as long as its timeout, and nothing else should
+	// wait that long behind it. Each target is visited once.
+	for len(open) > 0 {
+		t := a.targets[open[len(open)-1]]
+		open = open[:len(open)-1]
+		t.eachContender(func(id ID) {
+			for _, k := range a.members[id].c.Targets {
+				if !due[k] {
+					continue
 				}
+				held := a.targets[k]
+				if held.heldSince.IsZero() {
+					held.heldSince = now
+				}
+				ends := held.heldSince.Add(openBatchPatience)
+				if !now.Before(ends) {
+					continue // waited long enough
+				}
+				if waitEnds.IsZero() || ends.Before(waitEnds) {
+					waitEnds = ends
+				}
+				delete(due, k)
+				open = append(open, k)
 			}
-		}
+		})
 	}
-	var cs []Contender
 	seen := map[ID]bool{}
 	for k := range due {
-		for id := range a.contenderIDs(k) {
+		t := a.targets[k]
+		t.heldSince = time.Time{}
+		t.eachContender(func(id ID) {
 			if seen[id] {
-				continue
+				return
 			}
 			seen[id] = true
 			if c := a.members[id].c; allDue(due, c.Targets) {
 				cs = append(cs, c)
 			}
-		}
+		})
 	}
-	return cs
-}
-
-// waitsForOpenBatch reports whether contender id has a target that is not
-// due but free: its batch is still open.
-func (a *Arbiter) waitsForOpenBatch(due map[Key]bool, id ID) bool {
-	for _, other := range a.members[id].c.Targets {
-		if !due[other] && a.targets[other].holder == (ID{}) {
-			return true
-		}
-	}
-	return false
+	return cs, waitEnds
 }
 
 // decide arbitrates cs, records each verdict and returns who got one.
@@ -429,15 +456,13 @@ func allDue(due map[Key]bool, keys []Key) bool {
 	return true
 }
 
-// contenderIDs are the operations contending for a target: pending and queued.
-func (a *Arbiter) contenderIDs(k Key) map[ID]bool {
-	t := a.targets[k]
-	ids := make(map[ID]bool, len(t.pending)+len(t.queued))
+// eachContender calls f with each operation contending for the target:
+// pending and queued.
+func (t *target) eachContender(f func(ID)) {
 	for id := range t.pending {
-		ids[id] = true
+		f(id)
 	}
 	for id := range t.queued {
-		ids[id] = true
+		f(id)
 	}
-	return ids
 }

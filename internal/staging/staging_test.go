@@ -328,3 +328,66 @@ func TestArbiterDoesNotBlockABatchBehindABusyTargetOfAMultiTargetContender(t *te
 	a.Tick(t0.Add(2 * window))
 	expect(t, verdicts(a, t0, both), map[string]string{"both": "Win"})
 }
+
+// chainKey is the i-th target of a chain.
+func chainKey(i int) Key {
+	return Key{Group: "bank.example.com", Kind: "Account", Namespace: "bank", Name: fmt.Sprint("link-", i)}
+}
+
+// Multi-target operations chained one to the next, each sharing a target
+// with the last, extended by a new open batch (10s window) every 9s: every
+// batch of the chain waits for the next. A batch waits so at most
+// openBatchPatience: then it is decided without the contenders still
+// waiting, and a victim on the chain's first target is not held until its
+// timeout.
+func TestArbiterDoesNotWaitForAnEverExtendedChainOfOpenBatches(t *testing.T) {
+	a := NewArbiter()
+	const long = 10 * time.Second
+	victim := op("victim", 1, 0, chainKey(0))
+	a.Offer(victim, window, t0)
+	now := t0
+	link := 0
+	extend := func() {
+		c := op(fmt.Sprint("link-", link), 9, now.Sub(t0), chainKey(link), chainKey(link+1))
+		a.Offer(c, long, now)
+		link++
+	}
+	extend()
+	var decided bool
+	for now.Before(t0.Add(time.Minute)) {
+		now = now.Add(9 * time.Second)
+		extend()
+		a.Tick(now)
+		if v := a.Offer(victim, window, now); v.Kind != Wait {
+			if !now.After(t0.Add(window + openBatchPatience)) {
+				t.Fatalf("victim decided at %v, before its batch had waited openBatchPatience", now.Sub(t0))
+			}
+			decided = true
+			break
+		}
+	}
+	if !decided {
+		t.Fatalf("the victim still waits %v after its batch closed, behind a chain of %d links", now.Sub(t0), link)
+	}
+}
+
+// The wait for open batches is followed along a chain once per target, not
+// once per pass over every due target: a Tick over a long chain stays
+// linear.
+func BenchmarkTickOverAChainOfOpenBatches(b *testing.B) {
+	const links = 2000
+	for b.Loop() {
+		b.StopTimer()
+		a := NewArbiter()
+		for i := range links {
+			// Every batch closes at t0+window but the last, still open.
+			w := window
+			if i == links-1 {
+				w = time.Hour
+			}
+			a.Offer(op(fmt.Sprint("link-", i), 5, 0, chainKey(i), chainKey(i+1)), w, t0)
+		}
+		b.StartTimer()
+		a.Tick(t0.Add(window))
+	}
+}
