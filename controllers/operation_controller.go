@@ -258,6 +258,9 @@ func (r *OperationReconciler) onWon(ctx context.Context, op *arbiterv1alpha1.Con
 		// reconcile, on a fresher copy, records it.
 		return ctrl.Result{}, fmt.Errorf("recording executing status: %w", err)
 	}
+	// Recorded Executing by this manager before any write: a target's
+	// record of it that this execution did not write is not to be trusted.
+	r.executions.of(op).StartedHere = true
 	logDecision(ctx, op, v)
 	if v.BatchSize > 0 {
 		metrics.StagingBatchSize.Observe(float64(v.BatchSize))

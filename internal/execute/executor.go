@@ -94,7 +94,14 @@ type TargetResult struct {
 // write goes on where the last one stopped. Without it (a new manager), the
 // targets' arbiter.dev/applied record tells what landed.
 type Progress struct {
-	Targets []TargetResult
+	// StartedHere says this manager began the execution (it recorded the
+	// operation Executing before any write): then a target's record of the
+	// operation that this execution did not write is no write of the
+	// operation's. Anyone who may update a target can add the record; it is
+	// trusted as a landed write only when the execution may have begun in a
+	// manager before this one.
+	StartedHere bool
+	Targets     []TargetResult
 	// Attempts counts the target writes made, conflicts included.
 	Attempts int32
 	// Conflicts counts the 409s met on the target being written.
@@ -258,12 +265,19 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 	// What landed is found out before anything may stop the execution: an
 	// operation whose write landed is applied, whatever happens next.
 	if WasApplied(obj, req.UID) {
-		tr.ResourceVersionAfter, tr.Applied, tr.Recovered = obj.GetResourceVersion(), true, true
-		if sent := p.sent; sent != nil && sent.key == tr.key && sent.gvk == tr.gvk {
+		sent := p.sent
+		switch ours := sent != nil && sent.key == tr.key && sent.gvk == tr.gvk; {
+		case ours:
 			// Our own write, whose answer was lost: what it changed is known.
-			tr.changes, tr.Recovered, p.sent = sent.changes, false, nil
+			tr.ResourceVersionAfter, tr.Applied, tr.changes, p.sent = obj.GetResourceVersion(), true, sent.changes, nil
+			return tr, nil, nil
+		case !p.StartedHere:
+			// Written by the manager before this one.
+			tr.ResourceVersionAfter, tr.Applied, tr.Recovered = obj.GetResourceVersion(), true, true
+			return tr, nil, nil
 		}
-		return tr, nil, nil
+		// Not this execution's record: someone else wrote it. The target
+		// is written, and the record then holds the operation once.
 	}
 	if f := req.Stop(); f != nil {
 		return tr, f, nil

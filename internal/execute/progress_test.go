@@ -582,3 +582,34 @@ func TestARollbackThroughTransientErrorsIsBounded(t *testing.T) {
 		t.Fatalf("Failure = %v, want RollbackFailed naming a and the error", res.Failure)
 	}
 }
+
+// An execution this manager began wrote every record of it there is: a
+// record it did not write was added by someone who may update the target
+// (to have arbiter skip it and report it applied). The target is written,
+// and the record holds the operation once. An execution that may have
+// begun in a manager before this one trusts the record, as recovery needs.
+func TestARecordThisExecutionDidNotWriteIsNotTrusted(t *testing.T) {
+	forged := cm("b", map[string]string{"k": "1"})
+	forged.Annotations = map[string]string{arbiterv1alpha1.AppliedAnnotation: "uid-1"}
+	f := newFakeTargets(t, forged)
+	e := &Executor{Reader: f, Writer: f}
+	req := requestFor(patchTarget("b", replaceData("k", "2")))
+	res, err := e.Execute(context.Background(), req, &Progress{StartedHere: true})
+	if err != nil || res.Failure != nil {
+		t.Fatalf("Execute = %v, %v", res.Failure, err)
+	}
+	got := f.configMap(t, "b")
+	if got.Data["k"] != "2" || res.Targets[0].Recovered {
+		t.Fatalf("b holds %v, recovered %v; want it written by this execution", got.Data, res.Targets[0].Recovered)
+	}
+	if rec := got.Annotations[arbiterv1alpha1.AppliedAnnotation]; rec != "uid-1" {
+		t.Fatalf("record %q, want the operation once", rec)
+	}
+	// A manager recovering an execution trusts the record: no second write.
+	updates := f.updates
+	res, err = e.Execute(context.Background(), req, &Progress{})
+	if err != nil || res.Failure != nil || !res.Targets[0].Recovered || f.updates != updates {
+		t.Fatalf("recovered execution: failure %v, err %v, recovered %v, %d writes; want it applied without a write",
+			res.Failure, err, res.Targets[0].Recovered, f.updates-updates)
+	}
+}

@@ -32,7 +32,8 @@ func WasApplied(obj *unstructured.Unstructured, uid string) bool {
 // appliedHistory. It goes into the same update that applies the operation,
 // so the record and the change land together or not at all.
 func recordApplied(obj *unstructured.Unstructured, uid string) {
-	uids := append(appliedUIDs(obj), uid)
+	uids := slices.DeleteFunc(appliedUIDs(obj), func(u string) bool { return u == uid })
+	uids = append(uids, uid)
 	if len(uids) > appliedHistory {
 		uids = uids[len(uids)-appliedHistory:]
 	}
