@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/arbiter-dev/arbiter/internal/metrics"
 
-	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -183,11 +183,8 @@ func (r *OperationReconciler) patchStatus(ctx context.Context, op *arbiterv1alph
 	mutate func(*arbiterv1alpha1.ConflictResolutionOperation)) error {
 	orig := op.Status.DeepCopy()
 	mutate(op)
-	if equality.Semantic.DeepEqual(orig, &op.Status) {
-		return nil
-	}
 	data, err := statusPatch(orig, op)
-	if err != nil {
+	if err != nil || data == nil {
 		return err
 	}
 	stored := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: op.Namespace, Name: op.Name}}
@@ -200,8 +197,9 @@ func (r *OperationReconciler) patchStatus(ctx context.Context, op *arbiterv1alph
 }
 
 // statusPatch is the merge patch from status orig to op's, conditional on
-// op's resourceVersion. The status subresource takes nothing else, so only
-// the statuses are encoded and compared, not the spec and metadata (a live
+// op's resourceVersion, or nil when they encode alike (times as stored, to
+// the microsecond). The status subresource takes nothing else, so only the
+// statuses are encoded and compared, not the spec and metadata (a live
 // operation's last-applied annotation copies the whole manifest).
 func statusPatch(orig *arbiterv1alpha1.ConflictResolutionOperationStatus, op *arbiterv1alpha1.ConflictResolutionOperation) ([]byte, error) {
 	before, err := json.Marshal(orig)
@@ -209,7 +207,7 @@ func statusPatch(orig *arbiterv1alpha1.ConflictResolutionOperationStatus, op *ar
 		return nil, err
 	}
 	after, err := json.Marshal(&op.Status)
-	if err != nil {
+	if err != nil || bytes.Equal(before, after) {
 		return nil, err
 	}
 	status, err := jsonpatch.CreateMergePatch(before, after)

@@ -187,8 +187,13 @@ func TestRequeuingAQueuedOperationWritesNothing(t *testing.T) {
 	if err := c.Get(t.Context(), client.ObjectKeyFromObject(op), op); err != nil {
 		t.Fatal(err)
 	}
-	st := staged{priority: 1, at: time.Unix(1000, 0)}
+	// The arbiter's staging time has nanoseconds; status keeps microseconds.
+	st := staged{priority: 1, at: time.Unix(1000, 123456789)}
 	for i, winner := range []string{"first", "second", "third"} {
+		// Each turn reads the operation afresh, as the cache holds it.
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(op), op); err != nil {
+			t.Fatal(err)
+		}
 		v := staging.Verdict{Kind: staging.Queue, Winner: types.NamespacedName{Namespace: "a", Name: winner}, StagedAt: st.at, Priority: 1}
 		if _, err := r.onQueued(t.Context(), op, st, v); err != nil {
 			t.Fatalf("queued behind %s: %v", winner, err)
