@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -83,8 +84,9 @@ type TargetResult struct {
 	gvk     schema.GroupVersionKind
 	changes []change
 	// restored is set once the target is restored; restoreSent while a
-	// restore's answer was lost (it may have landed).
-	restored, restoreSent bool
+	// restore's answer was lost (it may have landed); unconfirmed for a
+	// write whose answer was lost, to restore only if it landed.
+	restored, restoreSent, unconfirmed bool
 }
 
 // Progress is one execution carried from call to call of Execute: the
@@ -110,8 +112,11 @@ type Progress struct {
 	RetryAt time.Time
 	// delays paces the retries of the target being written.
 	delays *wait.Backoff
-	// sent is what the last write changed, when its answer was lost (a
-	// transient error): if it landed, the next call knows what to roll back.
+	// sent is what the last write of the target being written changed,
+	// when its answer was lost (a transient error): it may land late, after
+	// reads that do not show it yet, so it is kept until the target is
+	// written or found written. If it landed, the next call knows it for
+	// this execution's and what to roll back.
 	sent *TargetResult
 	// final is the outcome once there is one: a call after it (its status
 	// write failed) returns it again and never goes on past a rollback.
@@ -312,11 +317,10 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 	recordApplied(updated, req.UID)
 
 	p.Attempts++
-	p.sent = nil
 	err = e.Writer.Update(ctx, updated)
 	switch {
 	case err == nil:
-		tr.ResourceVersionAfter, tr.Applied, tr.changes = updated.GetResourceVersion(), true, changes
+		tr.ResourceVersionAfter, tr.Applied, tr.changes, p.sent = updated.GetResourceVersion(), true, changes, nil
 		return tr, nil, nil
 	case !apierrors.IsConflict(err):
 		if f := classify(err, name, "update"); f != nil {
@@ -360,6 +364,12 @@ func classify(err error, name, verb string) *Failure {
 // returned: the next call with p goes on with the targets not yet
 // restored, rather than leave them written.
 func (e *Executor) rollBack(ctx context.Context, req Request, p *Progress, cause *Failure) (*Failure, error) {
+	if p.sent != nil {
+		// A write whose answer was lost may have landed: restored if so.
+		tr := *p.sent
+		tr.Applied, tr.unconfirmed, p.sent = true, true, nil
+		p.Targets = append(p.Targets, tr)
+	}
 	written := 0
 	for _, tr := range p.Targets {
 		if tr.Applied || tr.restored {
@@ -377,7 +387,12 @@ func (e *Executor) rollBack(ctx context.Context, req Request, p *Progress, cause
 			restored = append(restored, name)
 			continue
 		}
-		if err := e.restore(ctx, req, tr); err != nil {
+		err := e.restore(ctx, req, tr)
+		if errors.Is(err, errNotLanded) {
+			p.Targets = slices.Delete(p.Targets, i, i+1)
+			continue
+		}
+		if err != nil {
 			if transient := (*transientError)(nil); errors.As(err, &transient) {
 				if p.interruptedAt.IsZero() {
 					p.interruptedAt = e.now()
@@ -394,6 +409,9 @@ func (e *Executor) rollBack(ctx context.Context, req Request, p *Progress, cause
 		restored = append(restored, name)
 	}
 	p.rollingBack = nil
+	if len(restored) == 0 && len(stuck) == 0 {
+		return cause, nil // the one write there was did not land
+	}
 	reason := arbiterv1alpha1.ReasonRolledBack
 	switch cause.Reason {
 	case arbiterv1alpha1.ReasonPreempted, arbiterv1alpha1.ReasonTimeout:
@@ -409,6 +427,10 @@ func (e *Executor) rollBack(ctx context.Context, req Request, p *Progress, cause
 	}
 	return failure(reason, "%s", msg), nil
 }
+
+// errNotLanded is a write whose answer was lost and that did not land:
+// nothing to restore.
+var errNotLanded = errors.New("the write did not land")
 
 // transientError is a restore's error that says nothing about the target:
 // restoring it again later is safe and may succeed.
@@ -445,6 +467,9 @@ func (e *Executor) restore(ctx context.Context, req Request, tr *TargetResult) e
 		obj.SetGroupVersionKind(tr.gvk)
 		if err := e.Reader.Get(ctx, tr.key, obj); err != nil {
 			return restoreError(err, name, "read")
+		}
+		if tr.unconfirmed && !tr.restoreSent && !WasApplied(obj, req.UID) {
+			return errNotLanded
 		}
 		if tr.restoreSent && !WasApplied(obj, req.UID) && holdsBefore(obj.Object, tr.changes) {
 			// The restore whose answer was lost landed: the record is gone

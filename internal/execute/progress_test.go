@@ -613,3 +613,96 @@ func TestARecordThisExecutionDidNotWriteIsNotTrusted(t *testing.T) {
 			res.Failure, err, res.Targets[0].Recovered, f.updates-updates)
 	}
 }
+
+// lateLanding holds the first update of target name without an answer and
+// lands it only when the next update of it arrives: a write that timed out
+// while the API server was still committing it.
+type lateLanding struct {
+	*fakeTargets
+	name    string
+	held    client.Object
+	landed  int // updates of name that landed
+	started bool
+}
+
+func (l *lateLanding) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
+	if obj.GetName() != l.name {
+		return l.fakeTargets.Update(ctx, obj, opts...)
+	}
+	if !l.started {
+		l.started, l.held = true, obj.DeepCopyObject().(client.Object)
+		return apierrors.NewTimeoutError("the write is still being committed", 1)
+	}
+	if l.held != nil {
+		if err := l.fakeTargets.Update(ctx, l.held); err != nil {
+			return err
+		}
+		l.held = nil
+		l.landed++
+	}
+	if err := l.fakeTargets.Update(ctx, obj, opts...); err != nil {
+		return err
+	}
+	l.landed++
+	return nil
+}
+
+// A write whose answer was lost and that lands only after the next read
+// is this execution's own when a later read finds it: the target is
+// written once, however the retries fall.
+func TestAWriteThatLandsLateIsNotWrittenAgain(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
+	w := &lateLanding{fakeTargets: f, name: "a"}
+	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
+	e := &Executor{Reader: f, Writer: w, Clock: clk}
+	req := requestFor(patchTarget("a", replaceData("k", "2")))
+	p := &Progress{StartedHere: true}
+	res, err := e.Execute(context.Background(), req, p)
+	if err == nil {
+		t.Fatalf("the lost answer is not reported as transient: %v", res.Failure)
+	}
+	// The retry reads before the first write shows, and meets its 409.
+	for range 10 {
+		if res, err = e.Execute(context.Background(), req, p); err != nil {
+			t.Fatal(err)
+		}
+		if res.Done() {
+			break
+		}
+		clk.SetTime(res.RetryAt)
+	}
+	if !res.Done() || res.Failure != nil {
+		t.Fatalf("done %v, failure %v; want applied", res.Done(), res.Failure)
+	}
+	if w.landed != 1 {
+		t.Fatalf("%d writes of a landed, want 1", w.landed)
+	}
+}
+
+// A write whose answer was lost and that did not land leaves nothing to
+// roll back: the operation ends with the reason that stopped it.
+func TestAStopAfterAWriteThatDidNotLandKeepsItsReason(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
+	failures := 1
+	f.refuse = func(string) error {
+		if failures > 0 {
+			failures--
+			return apierrors.NewServiceUnavailable("overloaded") // refused before it was written
+		}
+		return nil
+	}
+	e := &Executor{Reader: f, Writer: f}
+	req := requestFor(patchTarget("a", replaceData("k", "2")))
+	p := &Progress{StartedHere: true}
+	if _, err := e.Execute(context.Background(), req, p); err == nil {
+		t.Fatal("the lost answer is not reported as transient")
+	}
+	req.Stop = func() *Failure { return &Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"} }
+	res, err := e.Execute(context.Background(), req, p)
+	if err != nil || res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonCancelled || len(res.Targets) != 0 {
+		t.Fatalf("failure %v, err %v, targets %+v; want Cancelled with no target", res.Failure, err, res.Targets)
+	}
+	if f.configMap(t, "a").Data["k"] != "1" {
+		t.Fatal("a written")
+	}
+}
