@@ -59,15 +59,15 @@ func (g *governorCache) policiesChanged(namespace string) {
 	g.changed[namespace] = g.next
 }
 
-// namespaceGone forgets a deleted namespace. Its number goes with it, so
-// the cluster epoch moves on: candidates gathered before the deletion must
-// not be kept for a namespace of the same name created later.
+// namespaceGone forgets a deleted namespace's candidates. It takes a new
+// number, as any change: candidates gathered before the deletion must not
+// be kept for a namespace of the same name created later. The number stays
+// (a few bytes a name), so that other namespaces keep theirs.
 func (g *governorCache) namespaceGone(namespace string) {
+	g.policiesChanged(namespace)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	delete(g.changed, namespace)
 	delete(g.kept, namespace)
-	g.cluster++
 }
 
 // governors returns namespace's candidates for judging zombies: kept ones
