@@ -64,7 +64,11 @@ func (r *OperationReconciler) checkTargets(ctx context.Context, op *arbiterv1alp
 	// Served, as discovery tells after the operation's creation: its
 	// timestamp is whole seconds, so a second later.
 	created := op.CreationTimestamp.Add(time.Second)
-	for _, t := range op.Spec.Targets {
+	// The API refuses a target named twice with the same apiVersion; two
+	// versions of one group name the same object, which would be written
+	// twice and found applied by its own record.
+	seen := map[schema.GroupResource]map[string]int{}
+	for i, t := range op.Spec.Targets {
 		gv, err := schema.ParseGroupVersion(t.APIVersion)
 		if err != nil {
 			return &execute.Failure{Reason: arbiterv1alpha1.ReasonInvalidMutation, Message: fmt.Sprintf("Target apiVersion %q: %v", t.APIVersion, err)}, nil
@@ -82,6 +86,15 @@ func (r *OperationReconciler) checkTargets(ctx context.Context, op *arbiterv1alp
 			return &execute.Failure{Reason: arbiterv1alpha1.ReasonClusterScopedTarget,
 				Message: fmt.Sprintf("%s %s is cluster-scoped; an operation may change objects of its own namespace only", t.Kind, t.Name)}, nil
 		}
+		gr := mapping.Resource.GroupResource()
+		if j, ok := seen[gr][t.Name]; ok {
+			return &execute.Failure{Reason: arbiterv1alpha1.ReasonInvalidMutation,
+				Message: fmt.Sprintf("spec.targets[%d] names the same object as spec.targets[%d] (%s %s, in another version): each object may be a target once", i, j, t.Kind, t.Name)}, nil
+		}
+		if seen[gr] == nil {
+			seen[gr] = map[string]int{}
+		}
+		seen[gr][t.Name] = i
 	}
 	err := r.Authz.Check(ctx, op)
 	if denied := (*authz.Denied)(nil); errors.As(err, &denied) {

@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -17,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/internal/kinds"
 	"github.com/arbiter-dev/arbiter/internal/staging"
 )
 
@@ -215,5 +219,30 @@ func TestRequeuingAQueuedOperationWritesNothing(t *testing.T) {
 	}
 	if patches != 2 {
 		t.Fatalf("a new effective priority made %d status writes in all, want 2", patches)
+	}
+}
+
+// An object named twice, in two versions of its group, is refused before
+// anything is written: it would be written twice, the second time found
+// applied by the first write's record.
+func TestAnObjectTargetedInTwoVersionsIsRefused(t *testing.T) {
+	r := &OperationReconciler{Kinds: &kinds.Mapper{Discover: func() (meta.RESTMapper, error) {
+		m := meta.NewDefaultRESTMapper(nil)
+		for _, v := range []string{"v1", "v2"} {
+			m.Add(schema.GroupVersionKind{Group: "autoscaling", Version: v, Kind: "HorizontalPodAutoscaler"}, meta.RESTScopeNamespace)
+		}
+		return m, nil
+	}}}
+	op := &arbiterv1alpha1.ConflictResolutionOperation{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "scale"}}
+	for _, v := range []string{"autoscaling/v1", "autoscaling/v2"} {
+		op.Spec.Targets = append(op.Spec.Targets, arbiterv1alpha1.Target{APIVersion: v, Kind: "HorizontalPodAutoscaler", Name: "web",
+			MergePatch: &apiextensionsv1.JSON{Raw: []byte(`{"spec":{"minReplicas":2}}`)}})
+	}
+	f, err := r.checkTargets(t.Context(), op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f == nil || f.Reason != arbiterv1alpha1.ReasonInvalidMutation || !strings.Contains(f.Message, "spec.targets[1] names the same object as spec.targets[0]") {
+		t.Fatalf("failure %v, want InvalidMutation naming spec.targets[1]", f)
 	}
 }
