@@ -394,6 +394,11 @@ func (a *Arbiter) decide(cs []Contender) (changed []ID) {
 			for _, k := range m.c.Targets {
 				a.target(k).holder = id
 			}
+		case o.Queued && m.state == queued:
+			// Queued again, as its status already says: nothing to tell
+			// it. Telling every waiting operation at each turn of its
+			// target would cost a queue of N some N²/2 reconciles.
+			continue
 		case o.Queued:
 			v.Kind = Queue
 			m.state = queued

@@ -391,3 +391,27 @@ func BenchmarkTickOverAChainOfOpenBatches(b *testing.B) {
 		a.Tick(t0.Add(window))
 	}
 }
+
+// Each turn of a queued target tells its new winner alone: the operations
+// still waiting were told they are queued, and are not told again.
+func TestATurnOfAQueueTellsItsWinnerAlone(t *testing.T) {
+	a := NewArbiter()
+	var ops []Contender
+	for i := range 100 {
+		ops = append(ops, queuing(op(fmt.Sprint("q", i), 5, time.Duration(i), alice)))
+	}
+	verdicts(a, t0, ops...)
+	changed, _ := a.Tick(t0.Add(window))
+	if len(changed) != 100 {
+		t.Fatalf("the first decision told %d operations, want all 100", len(changed))
+	}
+	for _, c := range ops {
+		a.Settle(c.ID)
+	}
+	a.Forget(n("q0")) // the first winner finished
+	changed, _ = a.Tick(t0.Add(window))
+	if len(changed) != 1 || changed[0] != n("q1") {
+		t.Fatalf("the next turn told %v, want q1 alone", changed)
+	}
+	expect(t, verdicts(a, t0, ops[1], ops[2]), map[string]string{"q1": "Win", "q2": "Wait"})
+}
