@@ -85,8 +85,10 @@ type TargetResult struct {
 	changes []change
 	// restored is set once the target is restored; restoreSent while a
 	// restore's answer was lost (it may have landed); unconfirmed for a
-	// write whose answer was lost, to restore only if it landed.
+	// write whose answer was lost, sent at sentAt, to restore only if it
+	// landed.
 	restored, restoreSent, unconfirmed bool
+	sentAt                             time.Time
 }
 
 // Progress is one execution carried from call to call of Execute: the
@@ -128,6 +130,11 @@ type Progress struct {
 	rollingBack   *Failure
 	interruptedAt time.Time
 }
+
+// lostWriteLandsWithin is how long after it was sent a write whose answer
+// was lost may still land: the API server's default request timeout, and
+// a margin. Past it, a write not seen did not land.
+const lostWriteLandsWithin = 70 * time.Second
 
 // rollbackRetryWindow bounds how long a rollback goes on through transient
 // errors (the API server restarting or overloaded). Past it, the targets
@@ -267,14 +274,16 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 		return tr, nil, fmt.Errorf("reading %s: %w", name, err)
 	}
 	tr.ResourceVersionBefore = obj.GetResourceVersion()
+	sent := p.sent
+	ours := sent != nil && sent.key == tr.key && sent.gvk == tr.gvk
 	// What landed is found out before anything may stop the execution: an
 	// operation whose write landed is applied, whatever happens next.
 	if WasApplied(obj, req.UID) {
-		sent := p.sent
-		switch ours := sent != nil && sent.key == tr.key && sent.gvk == tr.gvk; {
+		switch {
 		case ours:
 			// Our own write, whose answer was lost: what it changed is known.
-			tr.ResourceVersionAfter, tr.Applied, tr.changes, p.sent = obj.GetResourceVersion(), true, sent.changes, nil
+			tr.ResourceVersionBefore, tr.ResourceVersionAfter, tr.Applied, tr.changes, p.sent =
+				sent.ResourceVersionBefore, obj.GetResourceVersion(), true, sent.changes, nil
 			return tr, nil, nil
 		case !p.StartedHere:
 			// Written by the manager before this one.
@@ -283,6 +292,10 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 		}
 		// Not this execution's record: someone else wrote it. The target
 		// is written, and the record then holds the operation once.
+	} else if ours && tr.ResourceVersionBefore != sent.ResourceVersionBefore {
+		// The lost write was conditional on a version that is gone: it
+		// did not land and never will.
+		p.sent = nil
 	}
 	if f := req.Stop(); f != nil {
 		return tr, f, nil
@@ -326,13 +339,22 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 		if f := classify(err, name, "update"); f != nil {
 			return tr, f, nil
 		}
-		// No answer: the write may have landed. If it did, the next call
-		// knows from this what to roll back.
-		p.sent = &TargetResult{key: tr.key, gvk: tr.gvk, changes: changes}
+		// No answer: the write may have landed, or land later (unless the
+		// API server turned it away unread). If it does, the next call
+		// knows from this that it is this execution's, and what to roll
+		// back.
+		if !apierrors.IsTooManyRequests(err) {
+			p.sent = &TargetResult{key: tr.key, gvk: tr.gvk, changes: changes, ResourceVersionBefore: tr.ResourceVersionBefore, sentAt: e.now()}
+		}
 		return tr, nil, fmt.Errorf("updating %s: %w", name, err)
 	}
 	if req.OnConflict != nil {
 		req.OnConflict()
+	}
+	if p.sent != nil {
+		// Perhaps our own lost write that landed: the next read tells, and
+		// only then does the conflict count.
+		return tr, nil, nil
 	}
 	if p.Conflicts++; p.Conflicts > req.Backoff.MaxRetries {
 		return tr, failure(arbiterv1alpha1.ReasonConflictRetriesExhausted,
@@ -397,7 +419,7 @@ func (e *Executor) rollBack(ctx context.Context, req Request, p *Progress, cause
 				if p.interruptedAt.IsZero() {
 					p.interruptedAt = e.now()
 				}
-				if e.now().Sub(p.interruptedAt) < rollbackRetryWindow {
+				if e.now().Sub(p.interruptedAt) < rollbackRetryWindow || tr.unconfirmed && e.now().Before(tr.sentAt.Add(lostWriteLandsWithin)) {
 					p.rollingBack = cause
 					return nil, fmt.Errorf("restoring %s: %w", name, transient.err)
 				}
@@ -466,10 +488,17 @@ func (e *Executor) restore(ctx context.Context, req Request, tr *TargetResult) e
 		obj := &unstructured.Unstructured{}
 		obj.SetGroupVersionKind(tr.gvk)
 		if err := e.Reader.Get(ctx, tr.key, obj); err != nil {
+			if tr.unconfirmed && apierrors.IsNotFound(err) {
+				return errNotLanded // gone, whatever landed
+			}
 			return restoreError(err, name, "read")
 		}
 		if tr.unconfirmed && !tr.restoreSent && !WasApplied(obj, req.UID) {
-			return errNotLanded
+			if obj.GetResourceVersion() != tr.ResourceVersionBefore || !e.now().Before(tr.sentAt.Add(lostWriteLandsWithin)) {
+				return errNotLanded
+			}
+			// Not landed yet, but it still may: look again.
+			return &transientError{errors.New("a write whose answer was lost may still land")}
 		}
 		if tr.restoreSent && !WasApplied(obj, req.UID) && holdsBefore(obj.Object, tr.changes) {
 			// The restore whose answer was lost landed: the record is gone

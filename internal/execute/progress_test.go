@@ -625,6 +625,17 @@ type lateLanding struct {
 	started bool
 }
 
+// land commits the held write now.
+func (l *lateLanding) land(ctx context.Context) error {
+	if l.held == nil {
+		return nil
+	}
+	err := l.fakeTargets.Update(ctx, l.held)
+	l.held = nil
+	l.landed++
+	return err
+}
+
 func (l *lateLanding) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
 	if obj.GetName() != l.name {
 		return l.fakeTargets.Update(ctx, obj, opts...)
@@ -691,18 +702,109 @@ func TestAStopAfterAWriteThatDidNotLandKeepsItsReason(t *testing.T) {
 		}
 		return nil
 	}
-	e := &Executor{Reader: f, Writer: f}
+	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
+	e := &Executor{Reader: f, Writer: f, Clock: clk}
 	req := requestFor(patchTarget("a", replaceData("k", "2")))
 	p := &Progress{StartedHere: true}
 	if _, err := e.Execute(context.Background(), req, p); err == nil {
 		t.Fatal("the lost answer is not reported as transient")
 	}
-	req.Stop = func() *Failure { return &Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"} }
+	req.Stop = func() *Failure {
+		return &Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}
+	}
+	// Unseen, it may still land until the API server's request timeout.
+	if res, err := e.Execute(context.Background(), req, p); err == nil {
+		t.Fatalf("a write that may still land was taken as not landed: %v", res.Failure)
+	}
+	clk.SetTime(clk.Now().Add(lostWriteLandsWithin))
 	res, err := e.Execute(context.Background(), req, p)
 	if err != nil || res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonCancelled || len(res.Targets) != 0 {
 		t.Fatalf("failure %v, err %v, targets %+v; want Cancelled with no target", res.Failure, err, res.Targets)
 	}
 	if f.configMap(t, "a").Data["k"] != "1" {
 		t.Fatal("a written")
+	}
+}
+
+// A write whose answer was lost, unseen when the operation is stopped, may
+// still land: the rollback looks again, and restores it when it does.
+func TestARollbackWaitsForALostWriteThatMayStillLand(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
+	w := &lateLanding{fakeTargets: f, name: "a"}
+	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
+	e := &Executor{Reader: f, Writer: w, Clock: clk}
+	req := requestFor(patchTarget("a", replaceData("k", "2")))
+	p := &Progress{StartedHere: true}
+	if _, err := e.Execute(context.Background(), req, p); err == nil {
+		t.Fatal("the lost answer is not reported as transient")
+	}
+	req.Stop = func() *Failure {
+		return &Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}
+	}
+	if res, err := e.Execute(context.Background(), req, p); err == nil {
+		t.Fatalf("the rollback gave up on a write that may still land: %v", res.Failure)
+	}
+	if err := w.land(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	clk.SetTime(clk.Now().Add(time.Second))
+	res, err := e.Execute(context.Background(), req, p)
+	if err != nil || res.Failure == nil || !strings.Contains(res.Failure.Message, "rolled back ConfigMap default/a") {
+		t.Fatalf("failure %v, err %v; want the landed write rolled back", res.Failure, err)
+	}
+	if got := f.configMap(t, "a"); got.Data["k"] != "1" || got.Annotations[arbiterv1alpha1.AppliedAnnotation] != "" {
+		t.Fatalf("a holds %v %v after the rollback", got.Data, got.Annotations)
+	}
+}
+
+// The 409 that an operation's own late-landing write causes is not one of
+// its conflicts: with no retries left, the operation still finds its write.
+func TestItsOwnLateWriteDoesNotUseUpAConflictRetry(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
+	w := &lateLanding{fakeTargets: f, name: "a"}
+	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
+	e := &Executor{Reader: f, Writer: w, Clock: clk}
+	req := requestFor(patchTarget("a", replaceData("k", "2")))
+	req.Backoff.MaxRetries = 0
+	p := &Progress{StartedHere: true}
+	res, err := e.Execute(context.Background(), req, p)
+	for range 5 {
+		if err == nil && res.Done() {
+			break
+		}
+		if !res.RetryAt.IsZero() {
+			clk.SetTime(res.RetryAt)
+		}
+		res, err = e.Execute(context.Background(), req, p)
+	}
+	if err != nil || !res.Done() || res.Failure != nil || w.landed != 1 {
+		t.Fatalf("failure %v, err %v, %d writes landed; want applied once", res.Failure, err, w.landed)
+	}
+}
+
+// A target deleted after a write whose answer was lost holds nothing to
+// roll back: the operation ends TargetNotFound, not RollbackFailed.
+func TestALostWriteOnATargetDeletedSinceLeavesNothingToRollBack(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
+	failures := 1
+	f.refuse = func(string) error {
+		if failures > 0 {
+			failures--
+			return apierrors.NewServiceUnavailable("overloaded")
+		}
+		return nil
+	}
+	e := &Executor{Reader: f, Writer: f}
+	req := requestFor(patchTarget("a", replaceData("k", "2")))
+	p := &Progress{StartedHere: true}
+	if _, err := e.Execute(context.Background(), req, p); err == nil {
+		t.Fatal("the lost answer is not reported as transient")
+	}
+	if err := f.Delete(context.Background(), f.configMap(t, "a")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Execute(context.Background(), req, p)
+	if err != nil || res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonTargetNotFound {
+		t.Fatalf("failure %v, err %v; want TargetNotFound", res.Failure, err)
 	}
 }
