@@ -226,7 +226,8 @@ func (e *Executor) execute(ctx context.Context, req Request, p *Progress) (Resul
 	if now := e.now(); now.Before(p.RetryAt) {
 		// Called before the backoff ends (preempted, deleted or timed out,
 		// or an event about the operation): the last write met a 409, so
-		// nothing of the current target landed.
+		// nothing of the current target landed but perhaps a write whose
+		// answer was lost before it (p.sent), which the rollback looks for.
 		if f := req.Stop(); f != nil {
 			return rollBack(f)
 		}
@@ -292,9 +293,9 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 		}
 		// Not this execution's record: someone else wrote it. The target
 		// is written, and the record then holds the operation once.
-	} else if ours && tr.ResourceVersionBefore != sent.ResourceVersionBefore {
-		// The lost write was conditional on a version that is gone: it
-		// did not land and never will.
+	} else if ours && (tr.ResourceVersionBefore != sent.ResourceVersionBefore || !e.now().Before(sent.sentAt.Add(lostWriteLandsWithin))) {
+		// The lost write was conditional on a version that is gone, or
+		// the API server gave up on it: it did not land and never will.
 		p.sent = nil
 	}
 	if f := req.Stop(); f != nil {
@@ -339,13 +340,11 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 		if f := classify(err, name, "update"); f != nil {
 			return tr, f, nil
 		}
-		// No answer: the write may have landed, or land later (unless the
-		// API server turned it away unread). If it does, the next call
-		// knows from this that it is this execution's, and what to roll
-		// back.
-		if !apierrors.IsTooManyRequests(err) {
-			p.sent = &TargetResult{key: tr.key, gvk: tr.gvk, changes: changes, ResourceVersionBefore: tr.ResourceVersionBefore, sentAt: e.now()}
-		}
+		// No answer: the write may have landed, or land later (a 429 too:
+		// the client retries a write on its own, and the answer seen may
+		// be a retry's). If it does, the next call knows from this that it
+		// is this execution's, and what to roll back.
+		p.sent = &TargetResult{key: tr.key, gvk: tr.gvk, changes: changes, ResourceVersionBefore: tr.ResourceVersionBefore, sentAt: e.now()}
 		return tr, nil, fmt.Errorf("updating %s: %w", name, err)
 	}
 	if req.OnConflict != nil {
@@ -410,16 +409,22 @@ func (e *Executor) rollBack(ctx context.Context, req Request, p *Progress, cause
 			continue
 		}
 		err := e.restore(ctx, req, tr)
-		if errors.Is(err, errNotLanded) {
+		switch {
+		case errors.Is(err, errNotLanded):
 			p.Targets = slices.Delete(p.Targets, i, i+1)
 			continue
+		case errors.Is(err, errMayStillLand):
+			// A wait bounded by lostWriteLandsWithin, not an API error: the
+			// window the other targets have for transient errors is theirs.
+			p.rollingBack = cause
+			return nil, fmt.Errorf("restoring %s: %w", name, err)
 		}
 		if err != nil {
 			if transient := (*transientError)(nil); errors.As(err, &transient) {
 				if p.interruptedAt.IsZero() {
 					p.interruptedAt = e.now()
 				}
-				if e.now().Sub(p.interruptedAt) < rollbackRetryWindow || tr.unconfirmed && e.now().Before(tr.sentAt.Add(lostWriteLandsWithin)) {
+				if e.now().Sub(p.interruptedAt) < rollbackRetryWindow {
 					p.rollingBack = cause
 					return nil, fmt.Errorf("restoring %s: %w", name, transient.err)
 				}
@@ -451,8 +456,11 @@ func (e *Executor) rollBack(ctx context.Context, req Request, p *Progress, cause
 }
 
 // errNotLanded is a write whose answer was lost and that did not land:
-// nothing to restore.
-var errNotLanded = errors.New("the write did not land")
+// nothing to restore. errMayStillLand is one not seen yet that may land.
+var (
+	errNotLanded    = errors.New("the write did not land")
+	errMayStillLand = errors.New("a write whose answer was lost may still land")
+)
 
 // transientError is a restore's error that says nothing about the target:
 // restoring it again later is safe and may succeed.
@@ -498,7 +506,7 @@ func (e *Executor) restore(ctx context.Context, req Request, tr *TargetResult) e
 				return errNotLanded
 			}
 			// Not landed yet, but it still may: look again.
-			return &transientError{errors.New("a write whose answer was lost may still land")}
+			return errMayStillLand
 		}
 		if tr.restoreSent && !WasApplied(obj, req.UID) && holdsBefore(obj.Object, tr.changes) {
 			// The restore whose answer was lost landed: the record is gone

@@ -808,3 +808,76 @@ func TestALostWriteOnATargetDeletedSinceLeavesNothingToRollBack(t *testing.T) {
 		t.Fatalf("failure %v, err %v; want TargetNotFound", res.Failure, err)
 	}
 }
+
+// Waiting for a lost write that may still land takes nothing from the
+// window the other targets' restores have for transient errors.
+func TestWaitingForALostWriteLeavesTheOtherTargetsTheirWindow(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
+	lost := 1
+	f.refuse = func(name string) error {
+		if name == "b" && lost > 0 {
+			lost--
+			return apierrors.NewTimeoutError("no answer", 1) // and it does not land
+		}
+		return nil
+	}
+	reads := &flakyReads{Reader: f, name: "a", err: apierrors.NewServiceUnavailable("overloaded")}
+	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
+	e := &Executor{Reader: reads, Writer: f, Clock: clk}
+	req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
+	p := &Progress{StartedHere: true}
+	if _, err := e.Execute(context.Background(), req, p); err == nil {
+		t.Fatal("the lost answer is not reported as transient")
+	}
+	req.Stop = func() *Failure {
+		return &Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}
+	}
+	if _, err := e.Execute(context.Background(), req, p); err == nil {
+		t.Fatal("the rollback did not wait for b's write, which may still land")
+	}
+	clk.SetTime(clk.Now().Add(lostWriteLandsWithin))
+	reads.failures = 1 // a's restore meets one 503, past the first minute
+	if res, err := e.Execute(context.Background(), req, p); err == nil {
+		t.Fatalf("a's first transient error ended the rollback: %v", res.Failure)
+	}
+	res, err := e.Execute(context.Background(), req, p)
+	if err != nil || res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonRolledBack || !strings.Contains(res.Failure.Message, "rolled back ConfigMap default/a") {
+		t.Fatalf("failure %v, err %v; want RolledBack with a restored", res.Failure, err)
+	}
+	if f.configMap(t, "a").Data["k"] != "1" || f.configMap(t, "b").Data["k"] != "1" {
+		t.Fatal("a target still written")
+	}
+}
+
+// A lost write excuses the 409s that follow only until it can no longer
+// land: a 409 that does not move the target (an admission webhook's) is
+// counted after that, and the operation ends ConflictRetriesExhausted.
+func TestALostWriteExcusesConflictsOnlyWhileItMayLand(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
+	lost := 1
+	f.refuse = func(string) error {
+		if lost > 0 {
+			lost--
+			return apierrors.NewTimeoutError("no answer", 1)
+		}
+		return nil
+	}
+	f.conflict = func(string) bool { return lost == 0 }
+	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
+	e := &Executor{Reader: f, Writer: f, Clock: clk}
+	req := requestFor(patchTarget("a", replaceData("k", "2")))
+	p := &Progress{StartedHere: true}
+	res, err := e.Execute(context.Background(), req, p)
+	for range 20 {
+		if err == nil && res.Done() {
+			break
+		}
+		if !res.RetryAt.IsZero() {
+			clk.SetTime(res.RetryAt)
+		}
+		res, err = e.Execute(context.Background(), req, p)
+	}
+	if err != nil || !res.Done() || res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonConflictRetriesExhausted {
+		t.Fatalf("done %v, failure %v, err %v; want ConflictRetriesExhausted", res.Done(), res.Failure, err)
+	}
+}
