@@ -154,17 +154,7 @@ var _ = Describe("Hardening", func() {
 			Expect(get(holder).Status.Phase).To(Equal(arbiterv1alpha1.PhaseExecuting))
 
 			// sam loses the right to update accounts while waiting.
-			Expect(k8sClient.Delete(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sam-accounts-get-update"}})).To(Succeed())
-			Eventually(func(g Gomega) {
-				sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: "sam",
-					ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "update", Group: "bank.example.com", Resource: "accounts", Name: "alice"}}}
-				g.Expect(k8sClient.Create(ctx, sar)).To(Succeed())
-				g.Expect(sar.Status.Allowed).To(BeFalse())
-			}, util.Timeout, util.Interval).Should(Succeed())
-			// Answers are reused for the suite's TTL of a second: past it,
-			// the revocation holds.
-			revoked := time.Now()
-			Eventually(func() time.Duration { return time.Since(revoked) }, util.Timeout, util.Interval).Should(BeNumerically(">", 2*time.Second))
+			revokeAccounts(ns, "sam")
 			faults.clear(holderUID)
 
 			eventuallyPhase(holder, arbiterv1alpha1.PhaseSucceeded)
@@ -185,16 +175,7 @@ var _ = Describe("Hardening", func() {
 			DeferCleanup(faults.clear, uid)
 			eventuallyPhase(op, arbiterv1alpha1.PhaseExecuting)
 
-			Expect(k8sClient.Delete(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sam-accounts-get-update"}})).To(Succeed())
-			Eventually(func(g Gomega) {
-				sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: "sam",
-					ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "update", Group: "bank.example.com", Resource: "accounts", Name: "alice"}}}
-				g.Expect(k8sClient.Create(ctx, sar)).To(Succeed())
-				g.Expect(sar.Status.Allowed).To(BeFalse())
-			}, util.Timeout, util.Interval).Should(Succeed())
-			// Past the suite's TTL of a second, the revocation holds.
-			revoked := time.Now()
-			Eventually(func() time.Duration { return time.Since(revoked) }, util.Timeout, util.Interval).Should(BeNumerically(">", 2*time.Second))
+			revokeAccounts(ns, "sam")
 			faults.clear(uid)
 
 			got := eventuallyPhase(op, arbiterv1alpha1.PhaseFailed)
@@ -204,6 +185,23 @@ var _ = Describe("Hardening", func() {
 		})
 	})
 })
+
+// revokeAccounts takes user's right to get and update accounts in ns (the
+// RoleBinding grant made), and returns once the API server denies it and
+// the suite's answer TTL of a second has passed: from then on, arbiter's
+// access checks see the revocation.
+func revokeAccounts(ns, user string) {
+	GinkgoHelper()
+	Expect(k8sClient.Delete(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user + "-accounts-get-update"}})).To(Succeed())
+	Eventually(func(g Gomega) {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "update", Group: "bank.example.com", Resource: "accounts", Name: "alice"}}}
+		g.Expect(k8sClient.Create(ctx, sar)).To(Succeed())
+		g.Expect(sar.Status.Allowed).To(BeFalse())
+	}, util.Timeout, util.Interval).Should(Succeed())
+	revoked := time.Now()
+	Eventually(func() time.Duration { return time.Since(revoked) }, util.Timeout, util.Interval).Should(BeNumerically(">", 2*time.Second))
+}
 
 var _ = Describe("Target kinds", func() {
 	// A tenant who named a new unserved group in every operation once made

@@ -210,12 +210,7 @@ func TestExecuteFindsWhatLandedBeforeItAsksWhetherToStop(t *testing.T) {
 
 func TestExecuteRollsBackAMutationThatCreatedTheAnnotations(t *testing.T) {
 	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
-	f.refuse = func(name string) error {
-		if name == "b" {
-			return apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, name, nil)
-		}
-		return nil
-	}
+	f.refuse = refusing("b", nil)
 	e := &Executor{Reader: f, Writer: f}
 	req := requestFor(
 		patchTarget("a", arbiterv1alpha1.JSONPatchOperation{Op: arbiterv1alpha1.JSONPatchOpAdd, Path: "/metadata/annotations", Value: raw(`{"team":"payments"}`)}),
@@ -340,19 +335,8 @@ func TestExecuteKeepsItsOutcome(t *testing.T) {
 func TestExecuteRollsBackAWriteWhoseAnswerWasLost(t *testing.T) {
 	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
 	lost := true
-	f.refuse = func(name string) error {
-		if name == "b" {
-			return apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, name, nil)
-		}
-		return nil
-	}
-	e := &Executor{Reader: f, Writer: lostAnswers{fakeTargets: f, lose: func(name string) bool {
-		if name == "a" && lost {
-			lost = false
-			return true
-		}
-		return false
-	}}}
+	f.refuse = refusing("b", nil)
+	e := &Executor{Reader: f, Writer: lostAnswers{fakeTargets: f, lose: losingOnce("a", &lost)}}
 	req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
 	var p Progress
 	if _, err := e.Execute(context.Background(), req, &p); err == nil {
@@ -367,6 +351,33 @@ func TestExecuteRollsBackAWriteWhoseAnswerWasLost(t *testing.T) {
 	}
 	if got := f.configMap(t, "a"); got.Data["k"] != "1" || got.Annotations[arbiterv1alpha1.AppliedAnnotation] != "" {
 		t.Fatalf("a not restored: %v %v", got.Data, got.Annotations)
+	}
+}
+
+// refusing refuses every write of the target name as invalid (a failure
+// that makes an operation roll back what it wrote), calling then first when
+// it is set.
+func refusing(name string, then func()) func(string) error {
+	return func(n string) error {
+		if n != name {
+			return nil
+		}
+		if then != nil {
+			then()
+		}
+		return apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, n, nil)
+	}
+}
+
+// losingOnce loses the answer to the next write of the target name while
+// *armed is set, and disarms it.
+func losingOnce(name string, armed *bool) func(string) bool {
+	return func(n string) bool {
+		if n == name && *armed {
+			*armed = false
+			return true
+		}
+		return false
 	}
 }
 
@@ -415,20 +426,8 @@ func TestARollbackInterruptedByATransientErrorGoesOn(t *testing.T) {
 			f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
 			reads := &flakyReads{Reader: f, name: "a", err: unavailable}
 			lost := false
-			f.refuse = func(name string) error {
-				if name == "b" {
-					tc.interrupt(f, reads, &lost)
-					return apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, name, nil)
-				}
-				return nil
-			}
-			e := &Executor{Reader: reads, Writer: lostAnswers{fakeTargets: f, lose: func(name string) bool {
-				if name == "a" && lost {
-					lost = false
-					return true
-				}
-				return false
-			}}}
+			f.refuse = refusing("b", func() { tc.interrupt(f, reads, &lost) })
+			e := &Executor{Reader: reads, Writer: lostAnswers{fakeTargets: f, lose: losingOnce("a", &lost)}}
 			req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
 			var p Progress
 			res, err := e.Execute(context.Background(), req, &p)
@@ -487,12 +486,7 @@ func TestARestoreRetriesAConflictAFewTimesThenGivesUp(t *testing.T) {
 		written = written || name == "a"
 		return false
 	}
-	f.refuse = func(name string) error {
-		if name == "b" {
-			return apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, name, nil)
-		}
-		return nil
-	}
+	f.refuse = refusing("b", nil)
 	e := &Executor{Reader: f, Writer: f}
 	req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
 	res, err := e.Execute(context.Background(), req, &Progress{})
@@ -556,13 +550,7 @@ func TestALostRestoreIsTakenAsLandedOnlyWhenTheValuesAreBack(t *testing.T) {
 func TestARollbackThroughTransientErrorsIsBounded(t *testing.T) {
 	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
 	reads := &flakyReads{Reader: f, name: "a", err: apierrors.NewServiceUnavailable("conversion webhook down")}
-	f.refuse = func(name string) error {
-		if name == "b" {
-			reads.failures = 1 << 30 // every read of a from now on
-			return apierrors.NewInvalid(schema.GroupKind{Kind: "ConfigMap"}, name, nil)
-		}
-		return nil
-	}
+	f.refuse = refusing("b", func() { reads.failures = 1 << 30 }) // every read of a from now on
 	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
 	e := &Executor{Reader: reads, Writer: f, Clock: clk}
 	req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
