@@ -354,6 +354,48 @@ func TestExecuteRollsBackAWriteWhoseAnswerWasLost(t *testing.T) {
 	}
 }
 
+// executeUntilDone calls Execute at most calls times, each at the time the
+// last asked to be called again, until it is done without an error.
+func executeUntilDone(e *Executor, clk *clocktesting.FakePassiveClock, req Request, p *Progress, calls int) (Result, error) {
+	res, err := e.Execute(context.Background(), req, p)
+	for range calls {
+		if err == nil && res.Done() {
+			break
+		}
+		if !res.RetryAt.IsZero() {
+			clk.SetTime(res.RetryAt)
+		}
+		res, err = e.Execute(context.Background(), req, p)
+	}
+	return res, err
+}
+
+// failingOnce fails the first write with err, whatever its target.
+func failingOnce(err error) func(string) error {
+	failed := false
+	return func(string) error {
+		if failed {
+			return nil
+		}
+		failed = true
+		return err
+	}
+}
+
+// cancelled is the Stop of an operation deleted while it executes.
+func cancelled() *Failure {
+	return &Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}
+}
+
+// loseTheAnswer runs the first call of an execution whose write's answer
+// the test's fake API loses: a transient error, no outcome.
+func loseTheAnswer(t *testing.T, e *Executor, req Request, p *Progress) {
+	t.Helper()
+	if res, err := e.Execute(context.Background(), req, p); err == nil {
+		t.Fatalf("the lost answer is not reported as transient: %v", res.Failure)
+	}
+}
+
 // refusing refuses every write of the target name as invalid (a failure
 // that makes an operation roll back what it wrote), calling then first when
 // it is set.
@@ -678,70 +720,46 @@ func TestAWriteThatLandsLateIsNotWrittenAgain(t *testing.T) {
 	}
 }
 
-// A write whose answer was lost and that did not land leaves nothing to
-// roll back: the operation ends with the reason that stopped it.
-func TestAStopAfterAWriteThatDidNotLandKeepsItsReason(t *testing.T) {
-	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
-	failures := 1
-	f.refuse = func(string) error {
-		if failures > 0 {
-			failures--
-			return apierrors.NewServiceUnavailable("overloaded") // refused before it was written
-		}
-		return nil
-	}
-	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
-	e := &Executor{Reader: f, Writer: f, Clock: clk}
-	req := requestFor(patchTarget("a", replaceData("k", "2")))
-	p := &Progress{StartedHere: true}
-	if _, err := e.Execute(context.Background(), req, p); err == nil {
-		t.Fatal("the lost answer is not reported as transient")
-	}
-	req.Stop = func() *Failure {
-		return &Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}
-	}
-	// Unseen, it may still land until the API server's request timeout.
-	if res, err := e.Execute(context.Background(), req, p); err == nil {
-		t.Fatalf("a write that may still land was taken as not landed: %v", res.Failure)
-	}
-	clk.SetTime(clk.Now().Add(lostWriteLandsWithin))
-	res, err := e.Execute(context.Background(), req, p)
-	if err != nil || res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonCancelled || len(res.Targets) != 0 {
-		t.Fatalf("failure %v, err %v, targets %+v; want Cancelled with no target", res.Failure, err, res.Targets)
-	}
-	if f.configMap(t, "a").Data["k"] != "1" {
-		t.Fatal("a written")
-	}
-}
-
 // A write whose answer was lost, unseen when the operation is stopped, may
-// still land: the rollback looks again, and restores it when it does.
+// still land: the rollback looks again until the API server's request
+// timeout has passed. It restores the write if it lands; if it never does,
+// nothing is rolled back and the operation ends with the reason that
+// stopped it.
 func TestARollbackWaitsForALostWriteThatMayStillLand(t *testing.T) {
-	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
-	w := &lateLanding{fakeTargets: f, name: "a"}
-	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
-	e := &Executor{Reader: f, Writer: w, Clock: clk}
-	req := requestFor(patchTarget("a", replaceData("k", "2")))
-	p := &Progress{StartedHere: true}
-	if _, err := e.Execute(context.Background(), req, p); err == nil {
-		t.Fatal("the lost answer is not reported as transient")
-	}
-	req.Stop = func() *Failure {
-		return &Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}
-	}
-	if res, err := e.Execute(context.Background(), req, p); err == nil {
-		t.Fatalf("the rollback gave up on a write that may still land: %v", res.Failure)
-	}
-	if err := w.land(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	clk.SetTime(clk.Now().Add(time.Second))
-	res, err := e.Execute(context.Background(), req, p)
-	if err != nil || res.Failure == nil || !strings.Contains(res.Failure.Message, "rolled back ConfigMap default/a") {
-		t.Fatalf("failure %v, err %v; want the landed write rolled back", res.Failure, err)
-	}
-	if got := f.configMap(t, "a"); got.Data["k"] != "1" || got.Annotations[arbiterv1alpha1.AppliedAnnotation] != "" {
-		t.Fatalf("a holds %v %v after the rollback", got.Data, got.Annotations)
+	for _, lands := range []bool{true, false} {
+		t.Run(fmt.Sprintf("lands %v", lands), func(t *testing.T) {
+			f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
+			w := &lateLanding{fakeTargets: f, name: "a"}
+			clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
+			e := &Executor{Reader: f, Writer: w, Clock: clk}
+			req := requestFor(patchTarget("a", replaceData("k", "2")))
+			p := &Progress{StartedHere: true}
+			loseTheAnswer(t, e, req, p)
+			req.Stop = cancelled
+			if res, err := e.Execute(context.Background(), req, p); err == nil {
+				t.Fatalf("the rollback gave up on a write that may still land: %v", res.Failure)
+			}
+			want := "rolled back ConfigMap default/a"
+			if lands {
+				if err := w.land(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				clk.SetTime(clk.Now().Add(time.Second))
+			} else {
+				w.held, want = nil, "Deleted while executing"
+				clk.SetTime(clk.Now().Add(lostWriteLandsWithin))
+			}
+			res, err := e.Execute(context.Background(), req, p)
+			if err != nil || res.Failure == nil || !strings.Contains(res.Failure.Message, want) {
+				t.Fatalf("failure %v, err %v; want %q", res.Failure, err, want)
+			}
+			if !lands && (res.Failure.Reason != arbiterv1alpha1.ReasonCancelled || len(res.Targets) != 0) {
+				t.Fatalf("failure %v, targets %+v; want Cancelled with no target", res.Failure, res.Targets)
+			}
+			if got := f.configMap(t, "a"); got.Data["k"] != "1" || got.Annotations[arbiterv1alpha1.AppliedAnnotation] != "" {
+				t.Fatalf("a holds %v %v after the rollback", got.Data, got.Annotations)
+			}
+		})
 	}
 }
 
@@ -755,16 +773,7 @@ func TestItsOwnLateWriteDoesNotUseUpAConflictRetry(t *testing.T) {
 	req := requestFor(patchTarget("a", replaceData("k", "2")))
 	req.Backoff.MaxRetries = 0
 	p := &Progress{StartedHere: true}
-	res, err := e.Execute(context.Background(), req, p)
-	for range 5 {
-		if err == nil && res.Done() {
-			break
-		}
-		if !res.RetryAt.IsZero() {
-			clk.SetTime(res.RetryAt)
-		}
-		res, err = e.Execute(context.Background(), req, p)
-	}
+	res, err := executeUntilDone(e, clk, req, p, 5)
 	if err != nil || !res.Done() || res.Failure != nil || w.landed != 1 {
 		t.Fatalf("failure %v, err %v, %d writes landed; want applied once", res.Failure, err, w.landed)
 	}
@@ -774,20 +783,11 @@ func TestItsOwnLateWriteDoesNotUseUpAConflictRetry(t *testing.T) {
 // roll back: the operation ends TargetNotFound, not RollbackFailed.
 func TestALostWriteOnATargetDeletedSinceLeavesNothingToRollBack(t *testing.T) {
 	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
-	failures := 1
-	f.refuse = func(string) error {
-		if failures > 0 {
-			failures--
-			return apierrors.NewServiceUnavailable("overloaded")
-		}
-		return nil
-	}
+	f.refuse = failingOnce(apierrors.NewServiceUnavailable("overloaded"))
 	e := &Executor{Reader: f, Writer: f}
 	req := requestFor(patchTarget("a", replaceData("k", "2")))
 	p := &Progress{StartedHere: true}
-	if _, err := e.Execute(context.Background(), req, p); err == nil {
-		t.Fatal("the lost answer is not reported as transient")
-	}
+	loseTheAnswer(t, e, req, p)
 	if err := f.Delete(context.Background(), f.configMap(t, "a")); err != nil {
 		t.Fatal(err)
 	}
@@ -814,12 +814,8 @@ func TestWaitingForALostWriteLeavesTheOtherTargetsTheirWindow(t *testing.T) {
 	e := &Executor{Reader: reads, Writer: f, Clock: clk}
 	req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
 	p := &Progress{StartedHere: true}
-	if _, err := e.Execute(context.Background(), req, p); err == nil {
-		t.Fatal("the lost answer is not reported as transient")
-	}
-	req.Stop = func() *Failure {
-		return &Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}
-	}
+	loseTheAnswer(t, e, req, p)
+	req.Stop = cancelled
 	if _, err := e.Execute(context.Background(), req, p); err == nil {
 		t.Fatal("the rollback did not wait for b's write, which may still land")
 	}
@@ -855,16 +851,7 @@ func TestALostWriteExcusesConflictsOnlyWhileItMayLand(t *testing.T) {
 	e := &Executor{Reader: f, Writer: f, Clock: clk}
 	req := requestFor(patchTarget("a", replaceData("k", "2")))
 	p := &Progress{StartedHere: true}
-	res, err := e.Execute(context.Background(), req, p)
-	for range 20 {
-		if err == nil && res.Done() {
-			break
-		}
-		if !res.RetryAt.IsZero() {
-			clk.SetTime(res.RetryAt)
-		}
-		res, err = e.Execute(context.Background(), req, p)
-	}
+	res, err := executeUntilDone(e, clk, req, p, 20)
 	if err != nil || !res.Done() || res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonConflictRetriesExhausted {
 		t.Fatalf("done %v, failure %v, err %v; want ConflictRetriesExhausted", res.Done(), res.Failure, err)
 	}
