@@ -89,6 +89,9 @@ type TargetResult struct {
 	// landed.
 	restored, restoreSent, unconfirmed bool
 	sentAt                             time.Time
+	// mayLandLate is set for an unconfirmed write whose error says nothing
+	// of the write's fate (see mayLandLate).
+	mayLandLate bool
 }
 
 // Progress is one execution carried from call to call of Execute: the
@@ -129,6 +132,20 @@ type Progress struct {
 	// finish, whatever the caller's deadline.
 	rollingBack   *Failure
 	interruptedAt time.Time
+}
+
+// mayLandLate tells whether a write that met err may still be stored after
+// the error came back: its answer was lost on the way (no API status at
+// all), or the API server gave up waiting for storage (a timeout) or for
+// the client's own retries (a 429 may answer a retry of a write that timed
+// out). Any other status is the API server's answer to a write it did not
+// store, or stored before it answered: the next read shows which.
+func mayLandLate(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return true
+	}
+	return apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err) || apierrors.IsUnexpectedServerError(err)
 }
 
 // lostWriteLandsWithin is how long after it was sent a write whose answer
@@ -293,9 +310,11 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 		}
 		// Not this execution's record: someone else wrote it. The target
 		// is written, and the record then holds the operation once.
-	} else if ours && (tr.ResourceVersionBefore != sent.ResourceVersionBefore || !e.now().Before(sent.sentAt.Add(lostWriteLandsWithin))) {
-		// The lost write was conditional on a version that is gone, or
-		// the API server gave up on it: it did not land and never will.
+	} else if ours && (!sent.mayLandLate || tr.ResourceVersionBefore != sent.ResourceVersionBefore ||
+		!e.now().Before(sent.sentAt.Add(lostWriteLandsWithin))) {
+		// The write did not land and never will: the API server answered
+		// it, it was conditional on a version that is gone, or the API
+		// server has given up on it.
 		p.sent = nil
 	}
 	if f := req.Stop(); f != nil {
@@ -344,7 +363,8 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 		// the client retries a write on its own, and the answer seen may
 		// be a retry's). If it does, the next call knows from this that it
 		// is this execution's, and what to roll back.
-		p.sent = &TargetResult{key: tr.key, gvk: tr.gvk, changes: changes, ResourceVersionBefore: tr.ResourceVersionBefore, sentAt: e.now()}
+		p.sent = &TargetResult{key: tr.key, gvk: tr.gvk, changes: changes, ResourceVersionBefore: tr.ResourceVersionBefore, sentAt: e.now(),
+			mayLandLate: mayLandLate(err)}
 		return tr, nil, fmt.Errorf("updating %s: %w", name, err)
 	}
 	if req.OnConflict != nil {
@@ -502,7 +522,7 @@ func (e *Executor) restore(ctx context.Context, req Request, tr *TargetResult) e
 			return restoreError(err, name, "read")
 		}
 		if tr.unconfirmed && !tr.restoreSent && !WasApplied(obj, req.UID) {
-			if obj.GetResourceVersion() != tr.ResourceVersionBefore || !e.now().Before(tr.sentAt.Add(lostWriteLandsWithin)) {
+			if !tr.mayLandLate || obj.GetResourceVersion() != tr.ResourceVersionBefore || !e.now().Before(tr.sentAt.Add(lostWriteLandsWithin)) {
 				return errNotLanded
 			}
 			// Not landed yet, but it still may: look again.

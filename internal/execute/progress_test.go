@@ -856,3 +856,20 @@ func TestALostWriteExcusesConflictsOnlyWhileItMayLand(t *testing.T) {
 		t.Fatalf("done %v, failure %v, err %v; want ConflictRetriesExhausted", res.Done(), res.Failure, err)
 	}
 }
+
+// A write the API server answered with an error (a failing admission
+// webhook, say) did not land and will not: a stop then ends the operation
+// at once, with nothing to wait for.
+func TestAStopAfterAnAnsweredWriteErrorDoesNotWait(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
+	f.refuse = failingOnce(apierrors.NewInternalError(errors.New("failed calling webhook")))
+	e := &Executor{Reader: f, Writer: f}
+	req := requestFor(patchTarget("a", replaceData("k", "2")))
+	p := &Progress{StartedHere: true}
+	loseTheAnswer(t, e, req, p)
+	req.Stop = cancelled
+	res, err := e.Execute(context.Background(), req, p)
+	if err != nil || res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonCancelled {
+		t.Fatalf("failure %v, err %v; want Cancelled at once", res.Failure, err)
+	}
+}
