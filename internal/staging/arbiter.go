@@ -289,15 +289,13 @@ func (a *Arbiter) Tick(now time.Time) (changed []ID, next time.Time) {
 	due, waitEnds := a.contendersDue(now)
 	changed = a.decide(due)
 	preempted, next := a.preempt(now)
-	if !waitEnds.IsZero() && (next.IsZero() || waitEnds.Before(next)) {
-		next = waitEnds
-	}
+	next = earliest(next, waitEnds)
 	// A preempted holder is told at once: it may be backing off, with
 	// nothing to wake it until then.
 	changed = append(changed, preempted...)
 	for _, t := range a.targets {
-		if !t.deadline.IsZero() && now.Before(t.deadline) && (next.IsZero() || t.deadline.Before(next)) {
-			next = t.deadline
+		if now.Before(t.deadline) {
+			next = earliest(next, t.deadline)
 		}
 	}
 	return changed, next
@@ -344,9 +342,7 @@ func (a *Arbiter) contendersDue(now time.Time) (cs []Contender, waitEnds time.Ti
 				if !now.Before(ends) {
 					continue // waited long enough
 				}
-				if waitEnds.IsZero() || ends.Before(waitEnds) {
-					waitEnds = ends
-				}
+				waitEnds = earliest(waitEnds, ends)
 				delete(due, k)
 				open = append(open, k)
 			}
@@ -441,15 +437,21 @@ func (a *Arbiter) preempt(now time.Time) (marked []ID, next time.Time) {
 			continue
 		}
 		if graceEnds := h.started.Add(h.grace); now.Before(graceEnds) {
-			if next.IsZero() || graceEnds.Before(next) {
-				next = graceEnds
-			}
+			next = earliest(next, graceEnds)
 			continue
 		}
 		h.preempt = best.ID
 		marked = append(marked, h.c.ID)
 	}
 	return marked, next
+}
+
+// earliest is the earlier of two wake-up times, zero meaning none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
 }
 
 func allDue(due map[Key]bool, keys []Key) bool {
