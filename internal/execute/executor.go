@@ -90,8 +90,16 @@ type TargetResult struct {
 	restored, restoreSent, unconfirmed bool
 	sentAt                             time.Time
 	// mayLandLate is set for an unconfirmed write whose error says nothing
-	// of the write's fate (see mayLandLate).
+	// of the write's fate (see mayBeStoredLater).
 	mayLandLate bool
+}
+
+// canStillLand tells whether a write whose answer was lost, not seen on a
+// target read at resourceVersion rv at now, may still land: only a write
+// whose answer said nothing of it, conditional on that very version, and
+// within the API server's request timeout.
+func (tr *TargetResult) canStillLand(rv string, now time.Time) bool {
+	return tr.mayLandLate && rv == tr.ResourceVersionBefore && now.Before(tr.sentAt.Add(lostWriteLandsWithin))
 }
 
 // Progress is one execution carried from call to call of Execute: the
@@ -134,13 +142,13 @@ type Progress struct {
 	interruptedAt time.Time
 }
 
-// mayLandLate tells whether a write that met err may still be stored after
-// the error came back: its answer was lost on the way (no API status at
+// mayBeStoredLater tells whether a write that met err may still be stored
+// after the error came back: its answer was lost on the way (no API status at
 // all), or the API server gave up waiting for storage (a timeout) or for
 // the client's own retries (a 429 may answer a retry of a write that timed
 // out). Any other status is the API server's answer to a write it did not
 // store, or stored before it answered: the next read shows which.
-func mayLandLate(err error) bool {
+func mayBeStoredLater(err error) bool {
 	var status apierrors.APIStatus
 	if !errors.As(err, &status) {
 		return true
@@ -310,8 +318,7 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 		}
 		// Not this execution's record: someone else wrote it. The target
 		// is written, and the record then holds the operation once.
-	} else if ours && (!sent.mayLandLate || tr.ResourceVersionBefore != sent.ResourceVersionBefore ||
-		!e.now().Before(sent.sentAt.Add(lostWriteLandsWithin))) {
+	} else if ours && !sent.canStillLand(tr.ResourceVersionBefore, e.now()) {
 		// The write did not land and never will: the API server answered
 		// it, it was conditional on a version that is gone, or the API
 		// server has given up on it.
@@ -364,7 +371,7 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 		// be a retry's). If it does, the next call knows from this that it
 		// is this execution's, and what to roll back.
 		p.sent = &TargetResult{key: tr.key, gvk: tr.gvk, changes: changes, ResourceVersionBefore: tr.ResourceVersionBefore, sentAt: e.now(),
-			mayLandLate: mayLandLate(err)}
+			mayLandLate: mayBeStoredLater(err)}
 		return tr, nil, fmt.Errorf("updating %s: %w", name, err)
 	}
 	if req.OnConflict != nil {
@@ -522,11 +529,10 @@ func (e *Executor) restore(ctx context.Context, req Request, tr *TargetResult) e
 			return restoreError(err, name, "read")
 		}
 		if tr.unconfirmed && !tr.restoreSent && !WasApplied(obj, req.UID) {
-			if !tr.mayLandLate || obj.GetResourceVersion() != tr.ResourceVersionBefore || !e.now().Before(tr.sentAt.Add(lostWriteLandsWithin)) {
-				return errNotLanded
+			if tr.canStillLand(obj.GetResourceVersion(), e.now()) {
+				return errMayStillLand // not yet: look again
 			}
-			// Not landed yet, but it still may: look again.
-			return errMayStillLand
+			return errNotLanded
 		}
 		if tr.restoreSent && !WasApplied(obj, req.UID) && holdsBefore(obj.Object, tr.changes) {
 			// The restore whose answer was lost landed: the record is gone
