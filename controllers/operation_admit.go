@@ -67,7 +67,11 @@ func (r *OperationReconciler) checkTargets(ctx context.Context, op *arbiterv1alp
 	// The API refuses a target named twice with the same apiVersion; two
 	// versions of one group name the same object, which would be written
 	// twice and found applied by its own record.
-	seen := map[schema.GroupResource]map[string]int{}
+	type object struct {
+		gr   schema.GroupResource
+		name string
+	}
+	seen := map[object]int{}
 	for i, t := range op.Spec.Targets {
 		gv, err := schema.ParseGroupVersion(t.APIVersion)
 		if err != nil {
@@ -86,16 +90,19 @@ func (r *OperationReconciler) checkTargets(ctx context.Context, op *arbiterv1alp
 			return &execute.Failure{Reason: arbiterv1alpha1.ReasonClusterScopedTarget,
 				Message: fmt.Sprintf("%s %s is cluster-scoped; an operation may change objects of its own namespace only", t.Kind, t.Name)}, nil
 		}
-		gr := mapping.Resource.GroupResource()
-		if j, ok := seen[gr][t.Name]; ok {
+		o := object{mapping.Resource.GroupResource(), t.Name}
+		if j, ok := seen[o]; ok {
 			return &execute.Failure{Reason: arbiterv1alpha1.ReasonInvalidMutation,
 				Message: fmt.Sprintf("spec.targets[%d] names the same object as spec.targets[%d] (%s %s, in another version): each object may be a target once", i, j, t.Kind, t.Name)}, nil
 		}
-		if seen[gr] == nil {
-			seen[gr] = map[string]int{}
-		}
-		seen[gr][t.Name] = i
+		seen[o] = i
 	}
+	return r.checkAccess(ctx, op)
+}
+
+// checkAccess asks whether op's requester may get and update its targets:
+// a Failure (Forbidden) when not.
+func (r *OperationReconciler) checkAccess(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (*execute.Failure, error) {
 	err := r.Authz.Check(ctx, op)
 	if denied := (*authz.Denied)(nil); errors.As(err, &denied) {
 		return &execute.Failure{Reason: arbiterv1alpha1.ReasonForbidden, Message: denied.Message}, nil

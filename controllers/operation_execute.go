@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -12,7 +11,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
-	"github.com/arbiter-dev/arbiter/internal/authz"
 	"github.com/arbiter-dev/arbiter/internal/execute"
 	"github.com/arbiter-dev/arbiter/internal/metrics"
 )
@@ -87,13 +85,11 @@ func (r *OperationReconciler) stopReason(ctx context.Context, op *arbiterv1alpha
 	// execution that backs off for long must not write past a revocation.
 	// Answers are reused for the checker's TTL, so this costs a review per
 	// requester and namespace each TTL at most.
-	switch err := r.Authz.Check(ctx, op); {
-	case errors.As(err, new(*authz.Denied)):
-		return &execute.Failure{Reason: arbiterv1alpha1.ReasonForbidden, Message: err.Error()}
-	case err != nil:
+	f, err := r.checkAccess(ctx, op)
+	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Could not check the requester's access again; going on", logKeyOperation, klog.KObj(op))
 	}
-	return nil
+	return f
 }
 
 // recordOutcome writes an execution's terminal status.
