@@ -19,9 +19,10 @@ const arbiterAnnotations = "arbiter.dev/"
 // CacheOptions is how the manager caches objects. Every object loses its
 // managedFields, and a finished operation keeps only what cleanup and
 // staging read: its identity, labels, arbiter's annotations, priority,
-// parent, targets' names, requester's username, and its phase and times. Zombies can number tens
-// of thousands, and arbiter never applies a finished operation again;
-// clients still read the whole object from the API server.
+// parent, targets' names, requester's username, and its phase and times.
+// Zombies can number tens of thousands, and arbiter never applies a
+// finished operation again; clients still read the whole object from the
+// API server.
 func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
