@@ -655,6 +655,16 @@ type lateLanding struct {
 	started bool
 }
 
+// lateWriteOfA is a write of ConfigMap a=1 to a=2 through a lateLanding
+// writer, and the executor, clock and request that make it.
+func lateWriteOfA(t *testing.T) (*lateLanding, *Executor, *clocktesting.FakePassiveClock, Request) {
+	t.Helper()
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
+	w := &lateLanding{fakeTargets: f, name: "a"}
+	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
+	return w, &Executor{Reader: f, Writer: w, Clock: clk}, clk, requestFor(patchTarget("a", replaceData("k", "2")))
+}
+
 // land commits the held write now.
 func (l *lateLanding) land(ctx context.Context) error {
 	if l.held == nil {
@@ -692,11 +702,7 @@ func (l *lateLanding) Update(ctx context.Context, obj client.Object, opts ...cli
 // is this execution's own when a later read finds it: the target is
 // written once, however the retries fall.
 func TestAWriteThatLandsLateIsNotWrittenAgain(t *testing.T) {
-	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
-	w := &lateLanding{fakeTargets: f, name: "a"}
-	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
-	e := &Executor{Reader: f, Writer: w, Clock: clk}
-	req := requestFor(patchTarget("a", replaceData("k", "2")))
+	w, e, clk, req := lateWriteOfA(t)
 	p := &Progress{StartedHere: true}
 	res, err := e.Execute(context.Background(), req, p)
 	if err == nil {
@@ -728,11 +734,7 @@ func TestAWriteThatLandsLateIsNotWrittenAgain(t *testing.T) {
 func TestARollbackWaitsForALostWriteThatMayStillLand(t *testing.T) {
 	for _, lands := range []bool{true, false} {
 		t.Run(fmt.Sprintf("lands %v", lands), func(t *testing.T) {
-			f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
-			w := &lateLanding{fakeTargets: f, name: "a"}
-			clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
-			e := &Executor{Reader: f, Writer: w, Clock: clk}
-			req := requestFor(patchTarget("a", replaceData("k", "2")))
+			w, e, clk, req := lateWriteOfA(t)
 			p := &Progress{StartedHere: true}
 			loseTheAnswer(t, e, req, p)
 			req.Stop = cancelled
@@ -756,7 +758,7 @@ func TestARollbackWaitsForALostWriteThatMayStillLand(t *testing.T) {
 			if !lands && (res.Failure.Reason != arbiterv1alpha1.ReasonCancelled || len(res.Targets) != 0) {
 				t.Fatalf("failure %v, targets %+v; want Cancelled with no target", res.Failure, res.Targets)
 			}
-			if got := f.configMap(t, "a"); got.Data["k"] != "1" || got.Annotations[arbiterv1alpha1.AppliedAnnotation] != "" {
+			if got := w.configMap(t, "a"); got.Data["k"] != "1" || got.Annotations[arbiterv1alpha1.AppliedAnnotation] != "" {
 				t.Fatalf("a holds %v %v after the rollback", got.Data, got.Annotations)
 			}
 		})
@@ -766,11 +768,7 @@ func TestARollbackWaitsForALostWriteThatMayStillLand(t *testing.T) {
 // The 409 that an operation's own late-landing write causes is not one of
 // its conflicts: with no retries left, the operation still finds its write.
 func TestItsOwnLateWriteDoesNotUseUpAConflictRetry(t *testing.T) {
-	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
-	w := &lateLanding{fakeTargets: f, name: "a"}
-	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
-	e := &Executor{Reader: f, Writer: w, Clock: clk}
-	req := requestFor(patchTarget("a", replaceData("k", "2")))
+	w, e, clk, req := lateWriteOfA(t)
 	req.Backoff.MaxRetries = 0
 	p := &Progress{StartedHere: true}
 	res, err := executeUntilDone(e, clk, req, p, 5)
