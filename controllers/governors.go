@@ -43,14 +43,24 @@ func (g *governorCache) epoch(namespace string) epoch {
 	return epoch{g.cluster, g.changed[namespace]}
 }
 
+// maxNamespaceChanges bounds the change numbers kept, deleted namespaces'
+// included: past it, every namespace starts afresh (see policiesChanged).
+const maxNamespaceChanges = 10000
+
 // policiesChanged drops the kept candidates of namespace, or of every
 // namespace when it is "" (a ClusterCleanupPolicy changed).
 func (g *governorCache) policiesChanged(namespace string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if namespace == "" {
+	if namespace == "" || len(g.changed) >= maxNamespaceChanges {
+		// A cluster-wide change also ends every number kept: a cluster
+		// that creates and deletes namespaces all day must not grow this
+		// map for the manager's life. Every namespace gathers once more.
 		g.cluster++
-		return
+		g.changed, g.kept = nil, nil
+		if namespace == "" {
+			return
+		}
 	}
 	if g.changed == nil {
 		g.changed = map[string]uint64{}
@@ -62,7 +72,8 @@ func (g *governorCache) policiesChanged(namespace string) {
 // namespaceGone forgets a deleted namespace's candidates. It takes a new
 // number, as any change: candidates gathered before the deletion must not
 // be kept for a namespace of the same name created later. The number stays
-// (a few bytes a name), so that other namespaces keep theirs.
+// (a few bytes a name) until maxNamespaceChanges, so that other namespaces
+// keep theirs.
 func (g *governorCache) namespaceGone(namespace string) {
 	g.policiesChanged(namespace)
 	g.mu.Lock()

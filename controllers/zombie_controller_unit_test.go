@@ -405,3 +405,31 @@ func TestARecreatedNamespaceIsNotJudgedAgainstTheOldOnesCandidates(t *testing.T)
 		t.Fatalf("namespace t created again with env=dev has %d candidates, want none", n)
 	}
 }
+
+// A cluster that creates and deletes namespaces all day does not grow the
+// governor cache for the manager's life: the numbers it keeps for deleted
+// namespaces are bounded, and candidates gathered before they were dropped
+// are not kept.
+func TestNamespaceChurnKeepsTheGovernorCacheBounded(t *testing.T) {
+	r, _ := fakeCleaner(t, testPolicy("a", "first", nil))
+	if _, err := r.governors(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	g := &r.governorCache
+	for i := range 3 * maxNamespaceChanges {
+		g.namespaceGone(fmt.Sprintf("ci-%d", i))
+	}
+	if n := len(g.changed); n > maxNamespaceChanges {
+		t.Fatalf("after %d namespaces were deleted, %d change numbers are kept; want at most %d", 3*maxNamespaceChanges, n, maxNamespaceChanges)
+	}
+	if _, kept := g.kept["a"]; kept {
+		t.Fatal("namespace a's candidates outlived the numbers they were gathered at")
+	}
+	cands, err := r.governors(t.Context(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(cands.Policies()); n != 1 {
+		t.Fatalf("namespace a gathered afresh has %d candidates, want 1", n)
+	}
+}
