@@ -39,7 +39,7 @@ func (r *OperationReconciler) execute(ctx context.Context, op *arbiterv1alpha1.C
 		Targets:    op.Spec.Targets,
 		Params:     params,
 		Backoff:    execute.BackoffFor(op.Spec.OCC),
-		Stop:       func() *execute.Failure { return r.stopReason(ctx, op) },
+		Stop:       func() (*execute.Failure, error) { return r.stopReason(ctx, op) },
 		OnConflict: metrics.OCCConflictsTotal.Inc,
 	}, r.executions.of(op))
 	if err != nil {
@@ -62,16 +62,18 @@ func (r *OperationReconciler) execute(ctx context.Context, op *arbiterv1alpha1.C
 }
 
 // stopReason says why an execution must stop before its next write:
-// preempted, deleted, or past its deadline.
-func (r *OperationReconciler) stopReason(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) *execute.Failure {
+// preempted, deleted, past its deadline, or its requester no longer
+// allowed. An error means the requester's access could not be checked:
+// the write waits for an answer.
+func (r *OperationReconciler) stopReason(ctx context.Context, op *arbiterv1alpha1.ConflictResolutionOperation) (*execute.Failure, error) {
 	if by, ok := r.Arbiter.Preempted(key(op)); ok {
 		return &execute.Failure{Reason: arbiterv1alpha1.ReasonPreempted,
-			Message: fmt.Sprintf("Preempted by %s, of higher priority, after its grace period of %s", by.Name, op.Spec.GracePeriodOrDefault())}
+			Message: fmt.Sprintf("Preempted by %s, of higher priority, after its grace period of %s", by.Name, op.Spec.GracePeriodOrDefault())}, nil
 	}
 	current := &arbiterv1alpha1.ConflictResolutionOperation{}
 	switch err := r.Client.Get(ctx, client.ObjectKeyFromObject(op), current); {
 	case err == nil && !current.DeletionTimestamp.IsZero():
-		return &execute.Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}
+		return &execute.Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}, nil
 	case err != nil && !apierrors.IsNotFound(err):
 		// The cache answers; an error here is rare, and the deadline and
 		// preemption checks still hold: go on, but say so.
@@ -79,17 +81,14 @@ func (r *OperationReconciler) stopReason(ctx context.Context, op *arbiterv1alpha
 	}
 	if !r.now().Before(op.Deadline()) {
 		return &execute.Failure{Reason: arbiterv1alpha1.ReasonTimeout,
-			Message: fmt.Sprintf("Not applied within its timeout of %s", op.Spec.TimeoutOrDefault())}
+			Message: fmt.Sprintf("Not applied within its timeout of %s", op.Spec.TimeoutOrDefault())}, nil
 	}
 	// The requester may have lost the right since it was checked: an
 	// execution that backs off for long must not write past a revocation.
 	// Answers are reused for the checker's TTL, so this costs a review per
-	// requester and namespace each TTL at most.
-	f, err := r.checkAccess(ctx, op)
-	if err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Could not check the requester's access again; going on", logKeyOperation, klog.KObj(op))
-	}
-	return f
+	// requester and namespace each TTL at most. Unanswered, the write waits:
+	// going on would let a revocation pass while the reviews fail.
+	return r.checkAccess(ctx, op)
 }
 
 // recordOutcome writes an execution's terminal status.

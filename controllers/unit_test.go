@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -20,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
+	"github.com/arbiter-dev/arbiter/internal/authz"
 	"github.com/arbiter-dev/arbiter/internal/kinds"
 	"github.com/arbiter-dev/arbiter/internal/staging"
 )
@@ -244,5 +247,45 @@ func TestAnObjectTargetedInTwoVersionsIsRefused(t *testing.T) {
 	}
 	if f == nil || f.Reason != arbiterv1alpha1.ReasonInvalidMutation || !strings.Contains(f.Message, "spec.targets[1] names the same object as spec.targets[0]") {
 		t.Fatalf("failure %v, want InvalidMutation naming spec.targets[1]", f)
+	}
+}
+
+// Before every target write the requester's access is asked again; when
+// the review cannot be made, the write waits for an answer instead of
+// passing unchecked, and a refusal stops the execution as Forbidden.
+func TestAWriteWaitsWhileTheRequestersAccessCannotBeChecked(t *testing.T) {
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{arbiterv1alpha1.AddToScheme, authorizationv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			t.Fatal(err)
+		}
+	}
+	op := &arbiterv1alpha1.ConflictResolutionOperation{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "credit", CreationTimestamp: metav1.Now()},
+		Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{RequestedBy: &arbiterv1alpha1.RequesterInfo{Username: "alice"},
+			Targets: []arbiterv1alpha1.Target{{APIVersion: "v1", Kind: "ConfigMap", Name: "account"}}}}
+	answer := func(*authorizationv1.SubjectAccessReview) error {
+		return apierrors.NewServiceUnavailable("the authorizer is down")
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(op).WithInterceptorFuncs(interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			if sar, ok := obj.(*authorizationv1.SubjectAccessReview); ok {
+				return answer(sar)
+			}
+			return c.Create(ctx, obj, opts...)
+		}}).Build()
+	mapper := meta.NewDefaultRESTMapper(nil)
+	mapper.Add(schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}, meta.RESTScopeNamespace)
+	r := &OperationReconciler{Client: c, Arbiter: staging.NewArbiter(), Authz: &authz.Checker{Client: c, Mapper: mapper}}
+	f, err := r.stopReason(t.Context(), op)
+	if f != nil || !apierrors.IsServiceUnavailable(err) {
+		t.Fatalf("with the review unanswered: failure %v, error %v; want the error, for the write to wait", f, err)
+	}
+	answer = func(sar *authorizationv1.SubjectAccessReview) error {
+		sar.Status = authorizationv1.SubjectAccessReviewStatus{Allowed: false, Reason: "no RBAC policy matched"}
+		return nil
+	}
+	f, err = r.stopReason(t.Context(), op)
+	if err != nil || f == nil || f.Reason != arbiterv1alpha1.ReasonForbidden {
+		t.Fatalf("with the review refused: failure %v, error %v; want Forbidden", f, err)
 	}
 }

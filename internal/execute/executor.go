@@ -63,9 +63,11 @@ type Request struct {
 	Params    []byte
 	Backoff   Backoff
 	// Stop is asked before every write, once what already landed is known;
-	// a non-nil Failure (preempted, timed out, deleted) stops the execution,
-	// which rolls back what it wrote.
-	Stop func() *Failure
+	// a non-nil Failure (preempted, timed out, deleted, forbidden) stops the
+	// execution, which rolls back what it wrote. An error (the question
+	// went unanswered) holds the write back: Execute returns it, and the
+	// next call asks again.
+	Stop func() (*Failure, error)
 	// OnConflict is called for every 409 Conflict met.
 	OnConflict func()
 }
@@ -253,7 +255,8 @@ func (e *Executor) execute(ctx context.Context, req Request, p *Progress) (Resul
 		// or an event about the operation): the last write met a 409, so
 		// nothing of the current target landed but perhaps a write whose
 		// answer was lost before it (p.sent), which the rollback looks for.
-		if f := req.Stop(); f != nil {
+		// A Stop left unanswered writes nothing here: the write asks again.
+		if f, _ := req.Stop(); f != nil {
 			return rollBack(f)
 		}
 		return backingOff(), nil
@@ -324,8 +327,11 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 		// server has given up on it.
 		p.sent = nil
 	}
-	if f := req.Stop(); f != nil {
-		return tr, f, nil
+	if f, err := req.Stop(); f != nil || err != nil {
+		if err != nil {
+			err = fmt.Errorf("asking whether %s may be written: %w", name, err)
+		}
+		return tr, f, err
 	}
 	before, err := obj.MarshalJSON()
 	if err != nil {

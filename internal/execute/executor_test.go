@@ -46,7 +46,7 @@ func mergeRequest(params string) Request {
 		Targets: []arbiterv1alpha1.Target{{APIVersion: "v1", Kind: "ConfigMap", Name: "cm",
 			Expression: `[JSONPatch{op: "replace", path: "/data/k", value: "after"}]`}},
 		Backoff: Backoff{MaxRetries: 3},
-		Stop:    func() *Failure { return nil },
+		Stop:    func() (*Failure, error) { return nil, nil },
 	}
 }
 

@@ -85,7 +85,7 @@ func replaceData(key, value string) arbiterv1alpha1.JSONPatchOperation {
 func requestFor(targets ...arbiterv1alpha1.Target) Request {
 	return Request{UID: "uid-1", Namespace: "default", Targets: targets,
 		Backoff: Backoff{MaxRetries: 3, Base: time.Hour, Factor: 1, Max: time.Hour},
-		Stop:    func() *Failure { return nil }}
+		Stop:    func() (*Failure, error) { return nil, nil }}
 }
 
 func TestExecuteBacksOffWithoutWaitingAndGoesOnWhereItStopped(t *testing.T) {
@@ -176,7 +176,9 @@ func TestExecuteStopsDuringBackoffAndRollsBack(t *testing.T) {
 		t.Fatalf("want a backoff, got done %v, err %v", res.Done(), err)
 	}
 	// Preempted in the middle of the backoff: the call ends it at once.
-	req.Stop = func() *Failure { return &Failure{Reason: arbiterv1alpha1.ReasonPreempted, Message: "Preempted by x"} }
+	req.Stop = func() (*Failure, error) {
+		return &Failure{Reason: arbiterv1alpha1.ReasonPreempted, Message: "Preempted by x"}, nil
+	}
 	res, err := e.Execute(context.Background(), req, &p)
 	if err != nil || !res.Done() {
 		t.Fatalf("done %v, err %v", res.Done(), err)
@@ -189,6 +191,41 @@ func TestExecuteStopsDuringBackoffAndRollsBack(t *testing.T) {
 	}
 }
 
+// A Stop that cannot be answered (the requester's access review failed)
+// holds the next write back rather than let it pass: Execute returns the
+// error with the first target written and the second untouched, and goes
+// on once Stop answers.
+func TestAnUnansweredStopHoldsTheNextWriteBack(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
+	e := &Executor{Reader: f, Writer: f}
+	req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
+	asked := 0
+	unavailable := apierrors.NewServiceUnavailable("subjectaccessreviews unavailable")
+	req.Stop = func() (*Failure, error) {
+		if asked++; asked == 2 {
+			return nil, unavailable
+		}
+		return nil, nil
+	}
+	var p Progress
+	if _, err := e.Execute(context.Background(), req, &p); !errors.Is(err, unavailable) {
+		t.Fatalf("Execute with Stop unanswered before b = %v, want its error", err)
+	}
+	if got := f.configMap(t, "b").Data["k"]; got != "1" {
+		t.Fatalf("b written to %q while Stop was unanswered", got)
+	}
+	res, err := e.Execute(context.Background(), req, &p)
+	if err != nil || res.Failure != nil || len(res.Targets) != 2 {
+		t.Fatalf("once Stop answers: failure %v, err %v, targets %+v; want both applied", res.Failure, err, res.Targets)
+	}
+	if f.configMap(t, "a").Data["k"] != "2" || f.configMap(t, "b").Data["k"] != "2" {
+		t.Fatal("a and b are not both written once")
+	}
+	if f.updates != 2 {
+		t.Fatalf("%d updates, want 2", f.updates)
+	}
+}
+
 func TestExecuteFindsWhatLandedBeforeItAsksWhetherToStop(t *testing.T) {
 	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}))
 	e := &Executor{Reader: f, Writer: f}
@@ -198,7 +235,9 @@ func TestExecuteFindsWhatLandedBeforeItAsksWhetherToStop(t *testing.T) {
 	}
 	// A re-run after the status write failed, by now past the timeout: the
 	// write landed, so the operation is applied, not timed out.
-	req.Stop = func() *Failure { return &Failure{Reason: arbiterv1alpha1.ReasonTimeout, Message: "timed out"} }
+	req.Stop = func() (*Failure, error) {
+		return &Failure{Reason: arbiterv1alpha1.ReasonTimeout, Message: "timed out"}, nil
+	}
 	res, err := e.Execute(context.Background(), req, &Progress{})
 	if err != nil || res.Failure != nil || len(res.Targets) != 1 || !res.Targets[0].Recovered {
 		t.Fatalf("re-run: failure %v, err %v, targets %+v; want applied, recovered", res.Failure, err, res.Targets)
@@ -383,8 +422,8 @@ func failingOnce(err error) func(string) error {
 }
 
 // cancelled is the Stop of an operation deleted while it executes.
-func cancelled() *Failure {
-	return &Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}
+func cancelled() (*Failure, error) {
+	return &Failure{Reason: arbiterv1alpha1.ReasonCancelled, Message: "Deleted while executing"}, nil
 }
 
 // loseTheAnswer runs the first call of an execution whose write's answer
