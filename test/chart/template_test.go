@@ -468,6 +468,14 @@ func TestChartMonitoring(t *testing.T) {
 	if port := endpoints[0].(map[string]any)["port"]; port != field(svc, "spec", "ports").([]any)[0].(map[string]any)["name"] {
 		t.Errorf("ServiceMonitor scrapes port %v, not the metrics Service's", port)
 	}
+	// The chart scrapes as config/prometheus does: honorLabels above all,
+	// without which every alert "by (namespace)" groups under the release's.
+	kustomized := field(decodeFile(t, "config", "prometheus", "monitor.yaml")[0], "spec", "endpoints").([]any)[0].(map[string]any)
+	for k, v := range kustomized {
+		if got := endpoints[0].(map[string]any)[k]; !equality.Semantic.DeepEqual(got, v) {
+			t.Errorf("the chart's ServiceMonitor endpoint has %s: %v; config/prometheus/monitor.yaml has %v", k, got, v)
+		}
+	}
 
 	rule := r.get(t, "PrometheusRule", "arbiter-alerts")
 	want := decodeFile(t, "config", "prometheus", "rules.yaml")[0]
