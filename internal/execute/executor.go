@@ -300,6 +300,12 @@ func (e *Executor) attempt(ctx context.Context, req Request, t *arbiterv1alpha1.
 		if f := classify(err, name, "read"); f != nil {
 			return tr, f, nil
 		}
+		// A target that stays unreadable (its aggregated API or conversion
+		// webhook down) must not hold the operation past its deadline, a
+		// preemption or a deletion: the rollback then finds out what landed.
+		if f, _ := req.Stop(); f != nil {
+			return tr, f, nil
+		}
 		return tr, nil, fmt.Errorf("reading %s: %w", name, err)
 	}
 	tr.ResourceVersionBefore = obj.GetResourceVersion()

@@ -553,6 +553,33 @@ func (r *flakyReads) Get(ctx context.Context, key client.ObjectKey, obj client.O
 	return r.Reader.Get(ctx, key, obj, opts...)
 }
 
+// A target that stays unreadable (a 500 from a conversion webhook that is
+// down) does not hold the operation forever: once Stop says its deadline
+// passed, the execution ends and what it wrote is rolled back.
+func TestAnUnreadableTargetDoesNotOutliveTheDeadline(t *testing.T) {
+	f := newFakeTargets(t, cm("a", map[string]string{"k": "1"}), cm("b", map[string]string{"k": "1"}))
+	reads := &flakyReads{Reader: f, name: "b", err: apierrors.NewInternalError(errors.New("conversion webhook unavailable")), failures: 1 << 30}
+	e := &Executor{Reader: reads, Writer: f}
+	req := requestFor(patchTarget("a", replaceData("k", "2")), patchTarget("b", replaceData("k", "2")))
+	var p Progress
+	for range 3 {
+		if _, err := e.Execute(context.Background(), req, &p); err == nil {
+			t.Fatal("Execute with b unreadable returned no error; want a transient one")
+		}
+	}
+	if f.configMap(t, "a").Data["k"] != "2" {
+		t.Fatal("a is not written before b's reads fail")
+	}
+	req.Stop = func() (*Failure, error) { return &Failure{Reason: arbiterv1alpha1.ReasonTimeout, Message: "timed out"}, nil }
+	res, err := e.Execute(context.Background(), req, &p)
+	if err != nil || !res.Done() || res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonTimeout {
+		t.Fatalf("past the deadline with b still unreadable: failure %v, err %v; want Timeout", res.Failure, err)
+	}
+	if !strings.Contains(res.Failure.Message, "rolled back ConfigMap default/a") || f.configMap(t, "a").Data["k"] != "1" {
+		t.Fatalf("a not rolled back: %q, a = %q", res.Failure.Message, f.configMap(t, "a").Data["k"])
+	}
+}
+
 // A restore that meets a 409 is retried in its worker at most
 // rollbackBackoff.MaxRetries times, then left for a human.
 func TestARestoreRetriesAConflictAFewTimesThenGivesUp(t *testing.T) {
