@@ -252,15 +252,17 @@ func (r *OperationReconciler) onWon(ctx context.Context, op *arbiterv1alpha1.Con
 			return ctrl.Result{}, fmt.Errorf("adding the cleanup finalizer: %w", err)
 		}
 	}
+	// This manager begins the execution, before any write: a target's
+	// record of it that this execution did not write is not to be trusted.
+	// Set before the Executing write is sent, so that a write whose answer
+	// is lost, but which landed, still leaves the execution this manager's.
+	r.executions.of(op).StartedHere = true
 	now := r.now()
 	if err := r.patchStatus(ctx, op, func(op *arbiterv1alpha1.ConflictResolutionOperation) { markExecuting(op, st, v.BatchSize, now) }); err != nil {
 		// The win stands (the verdict is kept until settled): the next
 		// reconcile, on a fresher copy, records it.
 		return ctrl.Result{}, fmt.Errorf("recording executing status: %w", err)
 	}
-	// Recorded Executing by this manager before any write: a target's
-	// record of it that this execution did not write is not to be trusted.
-	r.executions.of(op).StartedHere = true
 	logDecision(ctx, op, v)
 	if v.BatchSize > 0 {
 		metrics.StagingBatchSize.Observe(float64(v.BatchSize))

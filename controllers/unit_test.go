@@ -289,3 +289,37 @@ func TestAWriteWaitsWhileTheRequestersAccessCannotBeChecked(t *testing.T) {
 		t.Fatalf("with the review refused: failure %v, error %v; want Forbidden", f, err)
 	}
 }
+
+// The execution is this manager's from before its Executing write is sent:
+// when that write lands but its answer is lost, the next call still ignores
+// a record on a target that this execution did not write.
+func TestAnExecutionIsThisManagersEvenWhenItsExecutingWriteIsLost(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := arbiterv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	op := &arbiterv1alpha1.ConflictResolutionOperation{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "credit", UID: "uid-1", Generation: 1},
+		Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{Priority: 1, Targets: []arbiterv1alpha1.Target{{APIVersion: "v1", Kind: "ConfigMap", Name: "account"}}}}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(op).WithStatusSubresource(op).WithInterceptorFuncs(interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			if err := c.SubResource(sub).Patch(ctx, obj, patch, opts...); err != nil {
+				return err
+			}
+			return errors.New("connection reset by peer") // landed, answer lost
+		}}).Build()
+	r := &OperationReconciler{Client: c, Arbiter: staging.NewArbiter()}
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(op), op); err != nil {
+		t.Fatal(err)
+	}
+	v := staging.Verdict{Kind: staging.Win, StagedAt: time.Now(), Priority: 1}
+	if _, err := r.onWon(t.Context(), op, staged{priority: 1, at: v.StagedAt}, v); err == nil {
+		t.Fatal("onWon with its Executing write's answer lost returned no error")
+	}
+	stored := &arbiterv1alpha1.ConflictResolutionOperation{}
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(op), stored); err != nil || stored.Status.Phase != arbiterv1alpha1.PhaseExecuting {
+		t.Fatalf("stored phase %q (%v); the test's write should have landed", stored.Status.Phase, err)
+	}
+	if !r.executions.of(stored).StartedHere {
+		t.Fatal("the execution whose Executing write landed with its answer lost is not this manager's")
+	}
+}

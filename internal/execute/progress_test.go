@@ -570,7 +570,9 @@ func TestAnUnreadableTargetDoesNotOutliveTheDeadline(t *testing.T) {
 	if f.configMap(t, "a").Data["k"] != "2" {
 		t.Fatal("a is not written before b's reads fail")
 	}
-	req.Stop = func() (*Failure, error) { return &Failure{Reason: arbiterv1alpha1.ReasonTimeout, Message: "timed out"}, nil }
+	req.Stop = func() (*Failure, error) {
+		return &Failure{Reason: arbiterv1alpha1.ReasonTimeout, Message: "timed out"}, nil
+	}
 	res, err := e.Execute(context.Background(), req, &p)
 	if err != nil || !res.Done() || res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonTimeout {
 		t.Fatalf("past the deadline with b still unreadable: failure %v, err %v; want Timeout", res.Failure, err)
