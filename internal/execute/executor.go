@@ -127,6 +127,8 @@ type Progress struct {
 	RetryAt time.Time
 	// delays paces the retries of the target being written.
 	delays *wait.Backoff
+	// mutations are the targets' mutations, compiled at the first call.
+	mutations []*Mutation
 	// sent is what the last write of the target being written changed,
 	// when its answer was lost (a transient error): it may land late, after
 	// reads that do not show it yet, so it is kept until the target is
@@ -228,18 +230,25 @@ func (e *Executor) execute(ctx context.Context, req Request, p *Progress) (Resul
 	backingOff := func() Result {
 		return Result{Targets: p.Targets, Attempts: p.Attempts, RetryAt: p.RetryAt}
 	}
-	// The webhook refuses such params; this holds when it is not installed.
-	if err := CheckParams(req.Params); err != nil {
-		return result(failure(arbiterv1alpha1.ReasonInvalidMutation, "spec.params %v", err)), nil
-	}
-	mutations := make([]*Mutation, len(req.Targets))
-	for i := range req.Targets {
-		m, err := Compile(&req.Targets[i])
-		if err != nil {
-			return result(failure(arbiterv1alpha1.ReasonInvalidMutation, "%v", err)), nil
+	// Checked and compiled once an execution (spec is immutable): a call
+	// during a backoff, which any edit of the operation brings, must not
+	// scan 256 KiB of params again.
+	if p.mutations == nil {
+		// The webhook refuses such params; this holds when it is not installed.
+		if err := CheckParams(req.Params); err != nil {
+			return result(failure(arbiterv1alpha1.ReasonInvalidMutation, "spec.params %v", err)), nil
 		}
-		mutations[i] = m
+		mutations := make([]*Mutation, len(req.Targets))
+		for i := range req.Targets {
+			m, err := Compile(&req.Targets[i])
+			if err != nil {
+				return result(failure(arbiterv1alpha1.ReasonInvalidMutation, "%v", err)), nil
+			}
+			mutations[i] = m
+		}
+		p.mutations = mutations
 	}
+	mutations := p.mutations
 	rollBack := func(cause *Failure) (Result, error) {
 		f, err := e.rollBack(ctx, req, p, cause)
 		if err != nil {

@@ -169,6 +169,24 @@ func TestExecuteEndsConflictRetriesExhaustedAndRollsBack(t *testing.T) {
 	}
 }
 
+// Params are checked and mutations compiled once an execution: the calls
+// that any edit of the operation brings during a backoff do not scan them
+// again (the spec is immutable, so they cannot change).
+func TestAnExecutionChecksItsParamsOnce(t *testing.T) {
+	_, _, e, req := aWrittenThenBAlwaysConflicting(t)
+	req.Params = []byte(`{"amount": 1}`)
+	var p Progress
+	if res, err := e.Execute(context.Background(), req, &p); err != nil || res.Done() {
+		t.Fatalf("want a backoff, got done %v, err %v", res.Done(), err)
+	}
+	// Params no check could pass: a second check would end the execution.
+	req.Params = []byte(`[` + strings.Repeat(`[`, 40) + strings.Repeat(`]`, 40) + `]`)
+	res, err := e.Execute(context.Background(), req, &p)
+	if err != nil || res.Done() {
+		t.Fatalf("a call during the backoff: done %v (failure %v), err %v; want the backoff, params not checked again", res.Done(), res.Failure, err)
+	}
+}
+
 func TestExecuteStopsDuringBackoffAndRollsBack(t *testing.T) {
 	f, _, e, req := aWrittenThenBAlwaysConflicting(t)
 	var p Progress
