@@ -43,6 +43,9 @@ var (
 	executingDesc = prometheus.NewDesc("arbiter_operations_executing",
 		"Operations executing, by namespace. Absent when zero.",
 		[]string{"namespace"}, nil)
+	leaderDesc = prometheus.NewDesc("arbiter_leader",
+		"1 on the replica that leads (stages, executes, cleans up and reports the gauges above), 0 on a standby.",
+		nil, nil)
 )
 
 // Operations counts operations by namespace and phase at scrape time, from
@@ -84,7 +87,7 @@ func (c *OperationsCollector) source() (client.Reader, func() time.Time) {
 
 // Describe implements prometheus.Collector.
 func (c *OperationsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{zombiesDesc, zombieOldestAgeDesc, queueDepthDesc, executingDesc} {
+	for _, d := range []*prometheus.Desc{zombiesDesc, zombieOldestAgeDesc, queueDepthDesc, executingDesc, leaderDesc} {
 		ch <- d
 	}
 }
@@ -93,6 +96,13 @@ func (c *OperationsCollector) Describe(ch chan<- *prometheus.Desc) {
 // rather than report zeros.
 func (c *OperationsCollector) Collect(ch chan<- prometheus.Metric) {
 	reader, now := c.source()
+	// Every replica says whether it leads: an alert can tell "no leader"
+	// (the gauges above are absent then) from "nothing to count".
+	leading := 0.0
+	if reader != nil {
+		leading = 1
+	}
+	ch <- prometheus.MustNewConstMetric(leaderDesc, prometheus.GaugeValue, leading)
 	if reader == nil {
 		return
 	}

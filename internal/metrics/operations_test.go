@@ -207,7 +207,7 @@ arbiter_zombie_oldest_age_seconds{namespace="bank",phase="Rejected"} 3600
 
 	t.Run("nothing left: no series at all", func(t *testing.T) {
 		idx.set()
-		if n := testutil.CollectAndCount(c); n != 0 {
+		if n := testutil.CollectAndCount(c, "arbiter_zombies", "arbiter_zombie_oldest_age_seconds", "arbiter_queue_depth", "arbiter_operations_executing"); n != 0 {
 			t.Errorf("%d series, want none", n)
 		}
 	})
@@ -228,17 +228,27 @@ func TestOperationsCollectorReportsOnlyOnTheLeader(t *testing.T) {
 	idx := newInformerStore()
 	idx.set(op("bank", "lost", arbiterv1alpha1.PhaseRejected, 0))
 	c := &OperationsCollector{now: func() time.Time { return t0 }}
-	if n := testutil.CollectAndCount(c); n != 0 {
-		t.Fatalf("%d series before a manager is set, want none", n)
+	// A standby reports that it does not lead, and nothing else: sums over
+	// replicas would count every operation twice.
+	standby := `
+# HELP arbiter_leader 1 on the replica that leads (stages, executes, cleans up and reports the gauges above), 0 on a standby.
+# TYPE arbiter_leader gauge
+arbiter_leader 0
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(standby)); err != nil {
+		t.Fatalf("before a manager is set: %v", err)
 	}
 	leading := make(chan struct{})
 	c.Read(idx, leading)
-	if n := testutil.CollectAndCount(c); n != 0 {
-		t.Fatalf("%d series from a replica that is not the leader, want none", n)
+	if err := testutil.CollectAndCompare(c, strings.NewReader(standby)); err != nil {
+		t.Fatalf("a replica that is not the leader: %v", err)
 	}
 	close(leading)
 	if n := testutil.CollectAndCount(c, "arbiter_zombies"); n != 1 {
 		t.Fatalf("%d zombie series from the leader, want 1", n)
+	}
+	if err := testutil.CollectAndCompare(c, strings.NewReader(strings.Replace(standby, "arbiter_leader 0", "arbiter_leader 1", 1)), "arbiter_leader"); err != nil {
+		t.Fatalf("the leader: %v", err)
 	}
 }
 
