@@ -38,7 +38,7 @@ func newHealthCommand(o *options) *cobra.Command {
 // CleanupPolicy.
 type HealthReport struct {
 	Namespaces []NamespaceHealth `json:"namespaces"`
-	// Note says why the report is empty, when it is.
+	// Note says why the report is empty, when it is, or what it leaves out.
 	Note string `json:"note,omitempty"`
 }
 
@@ -88,17 +88,22 @@ func (o *options) runHealth(ctx context.Context, allNamespaces bool) error {
 	if err := c.List(ctx, policies, client.InNamespace(ns)); err != nil {
 		return fmt.Errorf("listing CleanupPolicies: %w", err)
 	}
+	clustersHidden := false
 	if allNamespaces {
 		clusters := &arbiterv1alpha1.ClusterCleanupPolicyList{}
-		// A user who may not list cluster policies still sees the rest.
-		if err := c.List(ctx, clusters); err != nil && !apierrors.IsForbidden(err) && !meta.IsNoMatchError(err) {
+		// A user who may not list cluster policies still sees the rest,
+		// and is told what is left out.
+		switch err := c.List(ctx, clusters); {
+		case apierrors.IsForbidden(err):
+			clustersHidden = true
+		case err != nil && !meta.IsNoMatchError(err):
 			return fmt.Errorf("listing ClusterCleanupPolicies: %w", err)
 		}
 		for i := range clusters.Items {
 			policies.Items = append(policies.Items, clusterAsRow(&clusters.Items[i]))
 		}
 	}
-	report := healthReport(policies.Items, ns)
+	report := healthReport(policies.Items, ns, clustersHidden)
 	return o.print(report, func(w io.Writer) error { return report.render(w, o.now()) })
 }
 
@@ -121,9 +126,13 @@ func clusterAsRow(cp *arbiterv1alpha1.ClusterCleanupPolicy) arbiterv1alpha1.Clea
 	return p
 }
 
+// clustersHiddenNote says that a report leaves ClusterCleanupPolicies out.
+const clustersHiddenNote = "ClusterCleanupPolicies are not shown: you may not list them."
+
 // healthReport groups policies by namespace. ns is the namespace asked
-// for, empty for all.
-func healthReport(policies []arbiterv1alpha1.CleanupPolicy, ns string) HealthReport {
+// for, empty for all; clustersHidden says the ClusterCleanupPolicies could
+// not be listed (forbidden).
+func healthReport(policies []arbiterv1alpha1.CleanupPolicy, ns string, clustersHidden bool) HealthReport {
 	r := HealthReport{Namespaces: []NamespaceHealth{}}
 	byNS := map[string]*NamespaceHealth{}
 	for i := range policies {
@@ -146,7 +155,12 @@ func healthReport(policies []arbiterv1alpha1.CleanupPolicy, ns string) HealthRep
 		r.Namespaces = append(r.Namespaces, *n)
 	}
 	slices.SortFunc(r.Namespaces, func(a, b NamespaceHealth) int { return cmp.Compare(a.Namespace, b.Namespace) })
-	if len(r.Namespaces) == 0 {
+	switch {
+	case clustersHidden && len(r.Namespaces) == 0:
+		r.Note = "No CleanupPolicy in any namespace. " + clustersHiddenNote
+	case clustersHidden:
+		r.Note = clustersHiddenNote
+	case len(r.Namespaces) == 0:
 		if ns == "" {
 			r.Note = "No CleanupPolicy in any namespace and no ClusterCleanupPolicy: zombies are kept unless the manager runs with --default-cleanup-strategy."
 		} else {
@@ -201,7 +215,7 @@ func severity(h arbiterv1alpha1.HealthState) int {
 
 // render writes one row per policy, then the issues in sentences.
 func (r HealthReport) render(w io.Writer, now time.Time) error {
-	if r.Note != "" {
+	if len(r.Namespaces) == 0 {
 		_, err := fmt.Fprintln(w, r.Note)
 		return err
 	}
@@ -236,14 +250,18 @@ func (r HealthReport) render(w io.Writer, now time.Time) error {
 		"FAILURES (15m)", "LATENCY P50/P99", "CLEANED", "LAST SWEEP"}, rows); err != nil {
 		return err
 	}
-	if len(issues) == 0 {
-		return nil
+	if len(issues) > 0 {
+		if _, err := fmt.Fprintln(w, "\nIssues:"); err != nil {
+			return err
+		}
+		for _, i := range issues {
+			if _, err := fmt.Fprintf(w, "  %s\n", i); err != nil {
+				return err
+			}
+		}
 	}
-	if _, err := fmt.Fprintln(w, "\nIssues:"); err != nil {
-		return err
-	}
-	for _, i := range issues {
-		if _, err := fmt.Fprintf(w, "  %s\n", i); err != nil {
+	if r.Note != "" {
+		if _, err := fmt.Fprintf(w, "\n%s\n", r.Note); err != nil {
 			return err
 		}
 	}

@@ -323,7 +323,7 @@ func TestHealthReport(t *testing.T) {
 		policy("bank", "audit", arbiterv1alpha1.HealthHealthy, 3, 60),
 		policy("bank", "default", arbiterv1alpha1.HealthDegraded, 1234, 7200, "High zombie count: 1234"),
 		clusterAsRow(platform),
-	}, "")
+	}, "", false)
 	withConditions := policy("bank", "audit", arbiterv1alpha1.HealthHealthy, 3, 60)
 	withConditions.Status.Conditions = []metav1.Condition{
 		{Type: arbiterv1alpha1.PolicyReady, Status: metav1.ConditionFalse, Reason: arbiterv1alpha1.ReasonInvalidSelector, Message: "spec.selector: bad"},
@@ -357,13 +357,26 @@ Issues:
 		t.Errorf("render:\n%s\nwant:\n%s", out.String(), want)
 	}
 
-	empty := healthReport(nil, "quiet")
+	empty := healthReport(nil, "quiet", false)
 	out.Reset()
 	if err := empty.render(&out, t0); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "No CleanupPolicy in namespace quiet: its zombies are kept") {
 		t.Errorf("empty report: %q", out.String())
+	}
+
+	// A user who may not list ClusterCleanupPolicies is told they are left
+	// out, not that there are none.
+	for _, policies := range [][]arbiterv1alpha1.CleanupPolicy{nil, {policy("shop", "default", arbiterv1alpha1.HealthHealthy, 0, 0)}} {
+		hidden := healthReport(policies, "", true)
+		out.Reset()
+		if err := hidden.render(&out, t0); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), clustersHiddenNote) || strings.Contains(out.String(), "no ClusterCleanupPolicy") {
+			t.Errorf("report with %d policies, cluster policies forbidden: %q", len(policies), out.String())
+		}
 	}
 }
 
