@@ -225,12 +225,31 @@ func PolicyReport(p *arbiterv1alpha1.CleanupPolicy, t Tally, f Figures, now time
 	obs.FailureRatePercent = f.FailureRatePercent
 	j := assess(&p.Spec, p.Generation, &p.Status, obs, t.Invalid, t.OverlappedBy, "CleanupPolicy", f, now)
 	rep := Report{Status: j.status, Refresh: j.refresh}
-	// Written only when something but the sweep time changed.
-	if rep.Changed = !equality.Semantic.DeepEqual(p.Status, rep.Status); rep.Changed {
+	// Written only when something but the sweep time changed, and, when the
+	// oldest zombie's age alone moved, at most every ReportInterval.
+	ageless := func(s arbiterv1alpha1.CleanupPolicyStatus) arbiterv1alpha1.CleanupPolicyStatus {
+		s.OldestZombieAgeSeconds = 0
+		return s
+	}
+	if rep.Changed = worthWriting(p.Status.LastSweepTime, now, !equality.Semantic.DeepEqual(p.Status, rep.Status),
+		func() bool { return equality.Semantic.DeepEqual(ageless(p.Status), ageless(rep.Status)) }); rep.Changed {
 		sweep := metav1.NewTime(now)
 		rep.Status.LastSweepTime = &sweep
 	}
 	return rep
+}
+
+// worthWriting says whether a report whose status changed is written. The
+// oldest zombie's age changes at every census: written for it alone, a
+// namespace where something happens every second would rewrite each of its
+// policies' status every second. Such a report waits until the last write
+// is ReportInterval old; a change of anything else, the health its age
+// crosses a threshold into included, is written at once.
+func worthWriting(lastSweep *metav1.Time, now time.Time, changed bool, ageAlone func() bool) bool {
+	if !changed {
+		return false
+	}
+	return lastSweep == nil || now.Sub(lastSweep.Time) >= ReportInterval || !ageAlone()
 }
 
 // NamespaceTally is a ClusterCleanupPolicy's tally in one namespace.
@@ -289,7 +308,16 @@ func ClusterPolicyReport(cp *arbiterv1alpha1.ClusterCleanupPolicy, tallies []Nam
 	if len(rep.Status.Namespaces) == 0 {
 		rep.Status.Namespaces = nil
 	}
-	if rep.Changed = !equality.Semantic.DeepEqual(cp.Status, rep.Status); rep.Changed {
+	ageless := func(s arbiterv1alpha1.ClusterCleanupPolicyStatus) arbiterv1alpha1.ClusterCleanupPolicyStatus {
+		s = *s.DeepCopy()
+		s.OldestZombieAgeSeconds = 0
+		for i := range s.Namespaces {
+			s.Namespaces[i].OldestZombieAgeSeconds = 0
+		}
+		return s
+	}
+	if rep.Changed = worthWriting(cp.Status.LastSweepTime, now, !equality.Semantic.DeepEqual(cp.Status, rep.Status),
+		func() bool { return equality.Semantic.DeepEqual(ageless(cp.Status), ageless(rep.Status)) }); rep.Changed {
 		sweep := metav1.NewTime(now)
 		rep.Status.LastSweepTime = &sweep
 	}

@@ -174,3 +174,62 @@ func TestPolicyReportNamesAnInvalidSelector(t *testing.T) {
 		t.Errorf("zombies = %d, want 0: the policy selects nothing", rep.Status.Zombies)
 	}
 }
+
+// The oldest zombie's age changes at every census: a report that changes
+// it alone is written at most every ReportInterval, while a change of
+// anything else (a new zombie, the health the age crosses into) is written
+// at once. Otherwise each event in a namespace rewrites every one of its
+// policies' status.
+func TestAnAgeAloneIsWrittenAtMostEveryReportInterval(t *testing.T) {
+	p := policy("all", 0, func(s *arbiterv1alpha1.CleanupPolicySpec) {
+		s.Health.MaxZombieAge = &metav1.Duration{Duration: time.Hour}
+	})
+	now := t0.Add(10 * time.Minute)
+	zombies := []arbiterv1alpha1.ConflictResolutionOperation{*finished("old", arbiterv1alpha1.PhaseRejected, 0, nil)}
+	report := func(at time.Time) bool {
+		rep := reportOn(&p, []arbiterv1alpha1.CleanupPolicy{p}, zombies, Figures{}, at)
+		if rep.Changed {
+			p.Status = rep.Status
+		}
+		return rep.Changed
+	}
+	if !report(now) {
+		t.Fatal("the first report is not written")
+	}
+	if report(now.Add(time.Second)) {
+		t.Error("a report 1s later, its age alone changed, is written")
+	}
+	if !report(now.Add(ReportInterval)) {
+		t.Error("a report ReportInterval after the last write, its age changed, is not written")
+	}
+	zombies = append(zombies, *finished("new", arbiterv1alpha1.PhaseFailed, 10*time.Minute, nil))
+	if !report(now.Add(ReportInterval + time.Second)) {
+		t.Error("a report with a new zombie, 1s after the last write, is not written")
+	}
+	// The oldest zombie passes maxZombieAge (1h) 1s after the last write.
+	p.Status.LastSweepTime = &metav1.Time{Time: t0.Add(time.Hour)}
+	if !report(t0.Add(time.Hour + time.Second)) || p.Status.Health != arbiterv1alpha1.HealthDegraded {
+		t.Errorf("a report whose age crosses maxZombieAge is not written at once: health %s", p.Status.Health)
+	}
+
+	cp := clusterPolicy("platform", 0, nil)
+	tallies := func(age time.Duration) []NamespaceTally {
+		return []NamespaceTally{{Namespace: "calm", Tally: Tally{UID: cp.UID, Observation: Observation{Zombies: 1, OldestZombieAge: age}}}}
+	}
+	clusterReport := func(age time.Duration, at time.Time) bool {
+		rep := ClusterPolicyReport(&cp, tallies(age), "", Figures{}, at)
+		if rep.Changed {
+			cp.Status = rep.Status
+		}
+		return rep.Changed
+	}
+	if !clusterReport(time.Minute, now) {
+		t.Fatal("the cluster policy's first report is not written")
+	}
+	if clusterReport(time.Minute+time.Second, now.Add(time.Second)) {
+		t.Error("the cluster policy's report 1s later, its ages alone changed, is written")
+	}
+	if !clusterReport(time.Minute+ReportInterval, now.Add(ReportInterval)) {
+		t.Error("the cluster policy's report ReportInterval later is not written")
+	}
+}
