@@ -3,10 +3,13 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -246,5 +249,75 @@ func TestAuditRecordNamesTheDefaultPolicy(t *testing.T) {
 	}
 	if raw, _ := json.Marshal(got[0].Values["policy"]); string(raw) != `{"kind":"CleanupPolicy","name":"--default-cleanup-strategy"}` {
 		t.Errorf("policy %s", raw)
+	}
+}
+
+// A delete whose answer is lost (the connection drops, the API server times
+// out) may have landed: it is neither a removal nor a failure until the
+// next look. Found gone, it is this removal's, with its one audit record
+// and no failure; still there in a lagging cache, it says nothing until the
+// delete sent again answers.
+func TestADeleteWhoseAnswerIsLostIsRecordedOnceWhenItLanded(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		// lose sends the delete, or not, and returns the error seen.
+		lose func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error
+		// next is what the zombie controller's next look does.
+		next string
+	}{
+		{"landed, found gone by the next look", func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			if err := c.Delete(ctx, obj, opts...); err != nil {
+				return err
+			}
+			return io.ErrUnexpectedEOF
+		}, "reconcile"},
+		{"landed, a lagging cache still shows it, the delete sent again finds it gone", func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			if err := c.Delete(ctx, obj, opts...); err != nil {
+				return err
+			}
+			return apierrors.NewTimeoutError("request did not complete within the allowed duration", 0)
+		}, "remove"},
+		{"never landed, the delete sent again removes it", func(context.Context, client.WithWatch, client.Object, ...client.DeleteOption) error {
+			return io.ErrUnexpectedEOF
+		}, "remove"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			zombie := auditedZombie("a", "loser")
+			lost := false
+			r, _ := fakeCleanerWith(t, interceptor.Funcs{Delete: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+				if !lost {
+					lost = true
+					return c.lose(ctx, cl, obj, opts...)
+				}
+				return cl.Delete(ctx, obj, opts...)
+			}}, zombie)
+			sink, records := newRecordingSink(AuditLoggerName, nil)
+			r.Audit = logr.New(sink).WithName(AuditLoggerName)
+			p := testPolicy("a", "immediate", nil)
+			if _, err := r.remove(t.Context(), p, zombie, "test"); err == nil {
+				t.Fatal("remove with the answer lost returned no error, so nothing looks again")
+			}
+			switch c.next {
+			case "reconcile":
+				if _, err := r.reconcileZombie(t.Context(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(zombie)}); err != nil {
+					t.Fatal(err)
+				}
+			case "remove":
+				r.unansweredLanded(client.ObjectKeyFromObject(zombie), zombie.UID) // the cache still shows it: nothing yet
+				if n := len(records.all()); n != 0 {
+					t.Fatalf("%d audit records while the zombie is still in the cache, want none yet", n)
+				}
+				if _, err := r.remove(t.Context(), p, zombie, "test"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := len(records.all()); n != 1 {
+				t.Fatalf("%d audit records, want 1", n)
+			}
+			tr := r.tracker(p)
+			if tr.cleaned != 1 || tr.failed != 0 {
+				t.Fatalf("counted %d removed, %d failed; want 1 removed, none failed", tr.cleaned, tr.failed)
+			}
+		})
 	}
 }

@@ -71,6 +71,9 @@ type CleanupReconciler struct {
 	// reported remembers the zombies a dryRun policy reported, so that each
 	// is counted once; bounded, and forgotten as they go.
 	reported *lru.Cache
+	// unanswered are the deletes whose answer was lost (see remove), by
+	// zombie, until the next look tells whether they landed; bounded.
+	unanswered *lru.Cache
 	// meetings carries the operations arbiter meets, to the zombie
 	// controller's queue.
 	meetings chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]
@@ -141,6 +144,7 @@ func newCleanupReconciler(c client.Client, rec recorder.EventRecorder, workers i
 		tickets:           map[types.NamespacedName]ticket{},
 		met:               lru.New(metRecords),
 		reported:          lru.New(reportedRecords),
+		unanswered:        lru.New(unansweredRecords),
 		meetings:          make(chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation], 4096),
 		reportsDue:        make(chan event.TypedGenericEvent[*arbiterv1alpha1.CleanupPolicy], 1024),
 		clusterReportsDue: make(chan event.TypedGenericEvent[*arbiterv1alpha1.ClusterCleanupPolicy], 1024),

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -33,6 +34,9 @@ import (
 const (
 	metRecords      = 16384
 	reportedRecords = 65536
+	// unansweredRecords bounds the deletes awaiting confirmation: only a
+	// connection lost or an API server timing out makes one, not a tenant.
+	unansweredRecords = 4096
 )
 
 // setupZombies registers the zombie controller: every finished operation is
@@ -132,10 +136,12 @@ func (r *CleanupReconciler) reconcileZombie(ctx context.Context, req ctrl.Reques
 	op := &arbiterv1alpha1.ConflictResolutionOperation{}
 	if err := r.Client.Get(ctx, req.NamespacedName, op); err != nil {
 		if apierrors.IsNotFound(err) {
+			r.unansweredLanded(req.NamespacedName, "")
 			r.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	r.unansweredLanded(req.NamespacedName, op.UID)
 	if !op.Status.Phase.IsTerminal() || !op.DeletionTimestamp.IsZero() {
 		r.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
@@ -146,6 +152,7 @@ func (r *CleanupReconciler) reconcileZombie(ctx context.Context, req ctrl.Reques
 	}
 	gov := r.governing(op, cands)
 	if gov == nil {
+		r.unanswered.Remove(req.NamespacedName)
 		r.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
@@ -317,24 +324,80 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		return wait, nil
 	}
 	uid, rv := judged.UID, judged.ResourceVersion
+	key := client.ObjectKeyFromObject(judged)
 	err := r.Client.Delete(ctx, judged, client.Preconditions{UID: &uid, ResourceVersion: &rv})
 	switch {
-	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
-		// Gone already, or changed since judged: arbiter removed nothing,
-		// so there is nothing to audit.
+	case apierrors.IsNotFound(err):
+		// Gone already: by an earlier delete of ours whose answer was lost
+		// (recorded now), or by someone else (nothing to audit).
+		r.unansweredLanded(key, "")
 		return 0, nil
+	case apierrors.IsConflict(err):
+		// Changed since judged: arbiter removed nothing, nor did an earlier
+		// delete whose answer was lost.
+		r.unanswered.Remove(key)
+		return 0, nil
+	case err != nil && deleteMayHaveLanded(err):
+		// The answer was lost: the delete may have landed. Neither a
+		// removal nor a failure yet: the next look tells (the cache may not
+		// show the removal at once, so a copy still there does not say it
+		// failed; the delete sent again does).
+		r.unanswered.Add(key, unansweredDelete{gov: gov, judged: judged, why: why})
+		return 0, fmt.Errorf("removing %s, no answer: %w", key, err)
 	case err != nil:
-		r.mu.Lock()
-		t.record(judged.Namespace, r.now(), true)
-		t.failed++
-		r.mu.Unlock()
-		metrics.CleanupTotal.WithLabelValues(judged.Namespace, strategy, "failure").Inc()
-		r.Recorder.Eventf(judged, regarding(gov), corev1.EventTypeWarning, "CleanupFailed", "Cleanup", "Could not remove it (%s): %v", why, err)
-		r.reportDue(gov)
-		return 0, fmt.Errorf("removing %s: %w", client.ObjectKeyFromObject(judged), err)
+		r.unanswered.Remove(key)
+		r.failedRemoval(gov, judged, why, err)
+		return 0, fmt.Errorf("removing %s: %w", key, err)
 	}
+	r.unanswered.Remove(key)
+	r.removed(gov, judged, why)
+	return 0, nil
+}
+
+// unansweredDelete is a delete whose answer was lost, as remove sent it.
+type unansweredDelete struct {
+	gov    *arbiterv1alpha1.CleanupPolicy
+	judged *arbiterv1alpha1.ConflictResolutionOperation
+	why    string
+}
+
+// deleteMayHaveLanded says whether a delete's error leaves it unknown
+// whether the API server carried it out: no answer at all, a timeout (the
+// API server may finish the request after answering), or an error the
+// API server returns before it acts and the client retries on its own,
+// whose retry may meet the first attempt's result.
+func deleteMayHaveLanded(err error) bool {
+	if status := apierrors.APIStatus(nil); !errors.As(err, &status) {
+		return true
+	}
+	return apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err) ||
+		apierrors.IsInternalError(err) || apierrors.IsServiceUnavailable(err) || apierrors.IsUnexpectedServerError(err)
+}
+
+// unansweredLanded records the removal by a delete of key whose answer was
+// lost, once the zombie it was sent for is seen gone (uid "": not found;
+// or another operation under its name): its one audit record. A zombie
+// still there under its UID says nothing yet: the cache may lag, and the
+// delete sent again tells.
+func (r *CleanupReconciler) unansweredLanded(key types.NamespacedName, uid types.UID) {
+	v, ok := r.unanswered.Get(key)
+	if !ok {
+		return
+	}
+	u := v.(unansweredDelete)
+	if uid == u.judged.UID {
+		return
+	}
+	r.unanswered.Remove(key)
+	r.removed(u.gov, u.judged, u.why)
+}
+
+// removed records a removal the API server confirmed: its one audit record,
+// its latency, and a report due.
+func (r *CleanupReconciler) removed(gov *arbiterv1alpha1.CleanupPolicy, judged *arbiterv1alpha1.ConflictResolutionOperation, why string) {
+	t := r.tracker(gov)
+	strategy := string(gov.Spec.Strategy)
 	now := r.now()
-	// Confirmed by the API server: the one audit record of this removal.
 	r.audit(gov, judged, why, now)
 	latency := now.Sub(cleanup.CompletedAt(judged))
 	r.mu.Lock()
@@ -351,5 +414,16 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 	// this removal was counted, and a zombie removed before any census
 	// counted it changes no tally. The queue merges a sweep's requests.
 	r.reportDue(gov)
-	return 0, nil
+}
+
+// failedRemoval records a delete that failed.
+func (r *CleanupReconciler) failedRemoval(gov *arbiterv1alpha1.CleanupPolicy, judged *arbiterv1alpha1.ConflictResolutionOperation, why string, err error) {
+	t := r.tracker(gov)
+	r.mu.Lock()
+	t.record(judged.Namespace, r.now(), true)
+	t.failed++
+	r.mu.Unlock()
+	metrics.CleanupTotal.WithLabelValues(judged.Namespace, string(gov.Spec.Strategy), "failure").Inc()
+	r.Recorder.Eventf(judged, regarding(gov), corev1.EventTypeWarning, "CleanupFailed", "Cleanup", "Could not remove it (%s): %v", why, err)
+	r.reportDue(gov)
 }
