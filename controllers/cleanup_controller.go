@@ -102,8 +102,12 @@ type policyTracker struct {
 	limiter   *rate.Limiter
 	outcomes  cleanup.Outcomes
 	latencies cleanup.Latencies
-	cleaned   int64
-	failed    int64
+	// cleaned counts removals and reported dry-run reports, not yet in
+	// status: a policy switched out of dryRun must not announce as removed
+	// what it only reported.
+	cleaned  int64
+	reported int64
+	failed   int64
 	// byNamespace are a ClusterCleanupPolicy's outcomes in each namespace,
 	// for the health of each; nil for a CleanupPolicy.
 	byNamespace map[string]*cleanup.Outcomes

@@ -243,7 +243,7 @@ func (r *CleanupReconciler) figures(p *arbiterv1alpha1.CleanupPolicy, now time.T
 		f.NamespaceFailureRatePercent[ns] = percent
 	}
 	f.Latency = cleanup.LatencyOf(&t.latencies)
-	f.Cleaned, f.Failed = t.cleaned, t.failed
+	f.Cleaned, f.Removed, f.Failed = t.cleaned+t.reported, t.cleaned, t.failed
 	return t, f
 }
 
@@ -297,7 +297,7 @@ func (r *CleanupReconciler) reconcileNamespace(ctx context.Context, req ctrl.Req
 		}
 		orig := p.DeepCopy()
 		p.Status = rep.Status
-		if err := r.writeReport(ctx, p, orig, t, f, p.Spec.DryRun); err != nil {
+		if err := r.writeReport(ctx, p, orig, t, f); err != nil {
 			return ctrl.Result{}, fmt.Errorf("recording the status of CleanupPolicy %s/%s: %w", namespace, p.Name, err)
 		}
 	}
@@ -306,18 +306,20 @@ func (r *CleanupReconciler) reconcileNamespace(ctx context.Context, req ctrl.Req
 
 // writeReport writes a policy's new report (policy, changed from orig),
 // subtracts what it recorded from t (what came since is for the next
-// report), and sends one event for every zombie removed since the last: a
-// dryRun policy's WouldClean events name each instead.
-func (r *CleanupReconciler) writeReport(ctx context.Context, policy, orig client.Object, t *policyTracker, f cleanup.Figures, dryRun bool) error {
+// report), and sends one event for every zombie removed since the last:
+// dry-run reports, whose WouldClean events name each, are not in it,
+// whatever dryRun says by now.
+func (r *CleanupReconciler) writeReport(ctx context.Context, policy, orig client.Object, t *policyTracker, f cleanup.Figures) error {
 	if err := r.Client.Status().Patch(ctx, policy, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return err
 	}
 	r.mu.Lock()
-	t.cleaned -= f.Cleaned
+	t.cleaned -= f.Removed
+	t.reported -= f.Cleaned - f.Removed
 	t.failed -= f.Failed
 	r.mu.Unlock()
-	if f.Cleaned > 0 && !dryRun {
-		r.Recorder.Eventf(policy, nil, corev1.EventTypeNormal, "Cleaned", "Cleanup", "Removed %d zombie(s) since the last report", f.Cleaned)
+	if f.Removed > 0 {
+		r.Recorder.Eventf(policy, nil, corev1.EventTypeNormal, "Cleaned", "Cleanup", "Removed %d zombie(s) since the last report", f.Removed)
 	}
 	return nil
 }
@@ -410,7 +412,7 @@ func (r *CleanupReconciler) reconcileClusterPolicy(ctx context.Context, req ctrl
 	if rep.Changed {
 		orig := cp.DeepCopy()
 		cp.Status = rep.Status
-		if err := r.writeReport(ctx, cp, orig, t, f, cp.Spec.DryRun); err != nil {
+		if err := r.writeReport(ctx, cp, orig, t, f); err != nil {
 			return ctrl.Result{}, fmt.Errorf("recording the status of ClusterCleanupPolicy %s: %w", cp.Name, err)
 		}
 	}

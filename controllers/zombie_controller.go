@@ -307,7 +307,7 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		first := seen != as
 		if first {
 			r.reported.Add(key, as)
-			t.cleaned++
+			t.reported++
 		}
 		r.mu.Unlock()
 		if first {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,7 +40,8 @@ func fakeCleanerWith(t *testing.T, funcs interceptor.Funcs, objs ...client.Objec
 	if err := corev1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithInterceptorFuncs(funcs).Build()
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithInterceptorFuncs(funcs).
+		WithStatusSubresource(&arbiterv1alpha1.CleanupPolicy{}, &arbiterv1alpha1.ClusterCleanupPolicy{}).Build()
 	// A recorder without a channel drops events: these tests make many.
 	return newCleanupReconciler(c, &clientevents.FakeRecorder{}, 1, DefaultStrategyNone), c
 }
@@ -82,8 +84,8 @@ func TestDryRunReportsAreBoundedAndForgotten(t *testing.T) {
 	if _, err := r.remove(t.Context(), p, last, "test"); err != nil {
 		t.Fatal(err)
 	}
-	if got := r.trackers[client.ObjectKeyFromObject(p)].cleaned; got != int64(n) {
-		t.Errorf("cleaned %d, want %d: each zombie counted once", got, n)
+	if got := r.trackers[client.ObjectKeyFromObject(p)].reported; got != int64(n) {
+		t.Errorf("reported %d, want %d: each zombie counted once", got, n)
 	}
 
 	// Gone (the fake client has none of them): forgotten.
@@ -431,5 +433,51 @@ func TestNamespaceChurnKeepsTheGovernorCacheBounded(t *testing.T) {
 	}
 	if n := len(cands.Policies()); n != 1 {
 		t.Fatalf("namespace a gathered afresh has %d candidates, want 1", n)
+	}
+}
+
+// Dry-run reports count in cleanedTotal, as the README says, but never in
+// the Cleaned event: a policy switched out of dryRun before its report
+// announces as removed only what it removed.
+func TestAPolicySwitchedOutOfDryRunAnnouncesOnlyWhatItRemoved(t *testing.T) {
+	zombies := []*arbiterv1alpha1.ConflictResolutionOperation{rejected("a", "z1"), rejected("a", "z2"), rejected("a", "z3"), rejected("a", "real")}
+	p := testPolicy("a", "audit", func(s *arbiterv1alpha1.CleanupPolicySpec) { s.DryRun = true })
+	objs := []client.Object{p}
+	for _, z := range zombies {
+		objs = append(objs, z)
+	}
+	r, c := fakeCleaner(t, objs...)
+	rec := clientevents.NewFakeRecorder(16)
+	r.Recorder = rec
+	for _, z := range zombies[:3] {
+		if _, err := r.remove(t.Context(), p, z, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Spec.DryRun = false // switched before the report
+	if _, err := r.remove(t.Context(), p, zombies[3], "test"); err != nil {
+		t.Fatal(err)
+	}
+	orig := p.DeepCopy()
+	tr, f := r.figures(p, time.Now())
+	p.Status.CleanedTotal += f.Cleaned
+	if err := r.writeReport(t.Context(), p, orig, tr, f); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(p), p); err != nil || p.Status.CleanedTotal != 4 {
+		t.Fatalf("cleanedTotal %d (%v), want the 3 reported and the 1 removed", p.Status.CleanedTotal, err)
+	}
+	close(rec.Events)
+	var cleaned []string
+	for e := range rec.Events {
+		if strings.Contains(e, "Cleaned") {
+			cleaned = append(cleaned, e)
+		}
+	}
+	if len(cleaned) != 1 || !strings.Contains(cleaned[0], "Removed 1 zombie(s)") {
+		t.Fatalf("Cleaned events %q, want one saying 1 removed", cleaned)
+	}
+	if _, f := r.figures(p, time.Now()); f.Cleaned != 0 || f.Removed != 0 {
+		t.Fatalf("after the report, %d cleaned and %d removed left to report, want none", f.Cleaned, f.Removed)
 	}
 }

@@ -23,9 +23,10 @@ const ReportInterval = 30 * time.Second
 // Figures is what the cleanup controller remembers of a policy's removals
 // that the cluster does not store.
 type Figures struct {
-	// Cleaned and Failed are the removals (or dry-run reports) and failed
-	// removals since the status last recorded them.
-	Cleaned, Failed int64
+	// Cleaned and Failed are the removals and dry-run reports, and the
+	// failed removals, since the status last recorded them; Removed is
+	// the removals alone, of Cleaned.
+	Cleaned, Removed, Failed int64
 	// FailureRatePercent is over FailureWindow (see Outcomes).
 	FailureRatePercent int32
 	// NamespaceFailureRatePercent is a ClusterCleanupPolicy's failure rate

@@ -208,7 +208,7 @@ func TestAnAgeAloneIsWrittenAtMostEveryReportInterval(t *testing.T) {
 	}
 	// The oldest zombie passes maxZombieAge (1h) 1s after the last write.
 	p.Status.LastSweepTime = &metav1.Time{Time: t0.Add(time.Hour)}
-	if !report(t0.Add(time.Hour + time.Second)) || p.Status.Health != arbiterv1alpha1.HealthDegraded {
+	if !report(t0.Add(time.Hour+time.Second)) || p.Status.Health != arbiterv1alpha1.HealthDegraded {
 		t.Errorf("a report whose age crosses maxZombieAge is not written at once: health %s", p.Status.Health)
 	}
 
