@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -72,13 +73,26 @@ func (r *OperationReconciler) effectivePriority(ctx context.Context, op *arbiter
 }
 
 // whyNotLending says why parent may not lend its priority to op, or "".
+// The requester must be the same with the same groups: an admission policy
+// may reserve high priorities to a group, and a parent created while its
+// requester was in it must not lend that priority once they are not.
 func whyNotLending(op, parent *arbiterv1alpha1.ConflictResolutionOperation) string {
 	mine, theirs := op.Spec.RequestedBy, parent.Spec.RequestedBy
 	switch {
 	case mine == nil || theirs == nil || mine.Username != theirs.Username || mine.UID != theirs.UID:
 		return "it was requested by someone else"
+	case !sameGroups(mine.Groups, theirs.Groups):
+		return "its requester was in other groups then"
 	case parent.Status.Phase.IsTerminal():
 		return fmt.Sprintf("it has finished (%s)", parent.Status.Phase)
 	}
 	return ""
+}
+
+// sameGroups says whether two lists name the same groups, in any order.
+func sameGroups(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
 }

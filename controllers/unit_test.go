@@ -323,3 +323,25 @@ func TestAnExecutionIsThisManagersEvenWhenItsExecutingWriteIsLost(t *testing.T) 
 		t.Fatal("the execution whose Executing write landed with its answer lost is not this manager's")
 	}
 }
+
+// A parent lends its priority only to an operation of the same requester in
+// the same groups: a group that admission policies reserve high priorities
+// to, lost since the parent was created, lends nothing.
+func TestAParentLendsOnlyToItsRequesterInTheSameGroups(t *testing.T) {
+	op := func(groups ...string) *arbiterv1alpha1.ConflictResolutionOperation {
+		return &arbiterv1alpha1.ConflictResolutionOperation{Spec: arbiterv1alpha1.ConflictResolutionOperationSpec{
+			RequestedBy: &arbiterv1alpha1.RequesterInfo{Username: "alice", UID: "1", Groups: groups}}}
+	}
+	for _, c := range []struct {
+		parent, child *arbiterv1alpha1.ConflictResolutionOperation
+		lends         bool
+	}{
+		{op("dev", "oncall"), op("oncall", "dev"), true},
+		{op("dev", "oncall"), op("dev"), false},
+		{op("dev"), op("dev", "oncall"), false},
+	} {
+		if why := whyNotLending(c.child, c.parent); (why == "") != c.lends {
+			t.Errorf("parent in %v, child in %v: %q, want lending %v", c.parent.Spec.RequestedBy.Groups, c.child.Spec.RequestedBy.Groups, why, c.lends)
+		}
+	}
+}
