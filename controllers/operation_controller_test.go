@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -154,8 +156,12 @@ var _ = Describe("Optimistic concurrency", func() {
 		go func() {
 			defer GinkgoRecover()
 			defer close(writerDone)
+			// The writer retries until it lands: arbiter's ten operations
+			// write the account as fast as it does, and retry.DefaultRetry's
+			// five tries can all lose to them on a busy machine.
+			persistent := wait.Backoff{Steps: 1000, Duration: 10 * time.Millisecond, Factor: 1.0, Jitter: 0.5}
 			for range externalWrites {
-				Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				Expect(retry.RetryOnConflict(persistent, func() error {
 					u := getAccount(ns, "alice")
 					b, _, _ := unstructured.NestedInt64(u.Object, "spec", "balance")
 					Expect(unstructured.SetNestedField(u.Object, b+1, "spec", "balance")).To(Succeed())

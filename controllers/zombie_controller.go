@@ -337,15 +337,18 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		// delete whose answer was lost.
 		r.unanswered.Remove(key)
 		return 0, nil
-	case err != nil && deleteMayHaveLanded(err):
-		// The answer was lost: the delete may have landed. Neither a
-		// removal nor a failure yet: the next look tells (the cache may not
-		// show the removal at once, so a copy still there does not say it
-		// failed; the delete sent again does).
-		r.unanswered.Add(key, unansweredDelete{gov: gov, judged: judged, why: why})
-		return 0, fmt.Errorf("removing %s, no answer: %w", key, err)
 	case err != nil:
-		r.unanswered.Remove(key)
+		// A failed attempt, as the API server answered it. One whose answer
+		// was lost (or that the API server may finish after answering) may
+		// still have landed: if the next look finds the zombie gone, it is
+		// this removal's, and writes its one record then (the cache may not
+		// show the removal at once, so a copy still there says nothing; the
+		// delete sent again does).
+		if deleteMayHaveLanded(err) {
+			r.unanswered.Add(key, unansweredDelete{gov: gov, judged: judged, why: why})
+		} else {
+			r.unanswered.Remove(key)
+		}
 		r.failedRemoval(gov, judged, why, err)
 		return 0, fmt.Errorf("removing %s: %w", key, err)
 	}
