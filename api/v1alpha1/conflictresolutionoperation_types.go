@@ -49,6 +49,7 @@ const (
 
 // ConflictResolutionOperationSpec is a change request against one or more
 // target objects in the operation's namespace. It is immutable once created.
+// +kubebuilder:validation:XValidation:rule="oldSelf.hasValue() || !has(self.staging) || !has(self.staging.window) || !has(self.timeout) || !self.staging.window.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || !self.timeout.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self.staging.window) < duration(self.timeout)",message="must be shorter than spec.timeout: the operation would time out before its batch closes",fieldPath=".staging.window",optionalOldSelf=true
 type ConflictResolutionOperationSpec struct {
 	// function names the change for audit, events and metrics, for example
 	// "update-account". It must be a DNS label.
@@ -145,6 +146,7 @@ type OperationReference struct {
 // Target is one object an operation changes and the mutation to apply to it.
 // Exactly one of jsonPatch, mergePatch or expression is set.
 // +kubebuilder:validation:XValidation:rule="(has(self.jsonPatch) ? 1 : 0) + (has(self.mergePatch) ? 1 : 0) + (has(self.expression) ? 1 : 0) == 1",message="exactly one of jsonPatch, mergePatch or expression must be set"
+// +kubebuilder:validation:XValidation:rule="!has(self.mergePatch) || type(self.mergePatch) != map || !('apiVersion' in self.mergePatch || 'kind' in self.mergePatch || ('metadata' in self.mergePatch && type(self.mergePatch.metadata) == map && ('name' in self.mergePatch.metadata || 'namespace' in self.mergePatch.metadata || 'uid' in self.mergePatch.metadata || ('annotations' in self.mergePatch.metadata && type(self.mergePatch.metadata.annotations) == map && 'arbiter.dev/applied' in self.mergePatch.metadata.annotations))))",message="must not change apiVersion, kind, metadata.name, metadata.namespace, metadata.uid or the arbiter.dev/applied annotation",fieldPath=".mergePatch"
 type Target struct {
 	// apiVersion of the target object, for example "bank.example.com/v1" or "v1".
 	// +required
@@ -208,6 +210,8 @@ const (
 
 // JSONPatchOperation is one RFC 6902 operation.
 // +kubebuilder:validation:XValidation:rule="self.op in ['move', 'copy'] ? has(self.from) : !has(self.from)",message="from is required for move and copy, and not allowed otherwise"
+// +kubebuilder:validation:XValidation:rule="self.op == 'test' || !(self.path in ['', '/apiVersion', '/kind', '/metadata/name', '/metadata/namespace', '/metadata/uid'] || self.path.startsWith('/metadata/annotations/arbiter.dev~1applied'))",message="must not change apiVersion, kind, metadata.name, metadata.namespace, metadata.uid or the arbiter.dev/applied annotation",fieldPath=".path"
+// +kubebuilder:validation:XValidation:rule="self.op != 'move' || !(self.from in ['', '/apiVersion', '/kind', '/metadata/name', '/metadata/namespace', '/metadata/uid'] || self.from.startsWith('/metadata/annotations/arbiter.dev~1applied'))",message="must not move apiVersion, kind, metadata.name, metadata.namespace, metadata.uid or the arbiter.dev/applied annotation away",fieldPath=".from"
 type JSONPatchOperation struct {
 	// op is the operation: add, remove, replace, move, copy or test.
 	// +required
@@ -474,6 +478,7 @@ type ConflictResolutionOperationStatus struct {
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.reason`,priority=1
 // +kubebuilder:printcolumn:name="Kind",type=string,JSONPath=`.spec.targets[0].kind`,priority=1
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.message`,priority=1
+// +kubebuilder:validation:XValidation:rule="oldSelf.hasValue() || !has(self.spec.parentRef) || self.spec.parentRef.name != self.metadata.name",message="must not name the operation itself",fieldPath=".spec.parentRef.name",optionalOldSelf=true
 type ConflictResolutionOperation struct {
 	metav1.TypeMeta `json:",inline"`
 

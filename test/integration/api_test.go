@@ -184,6 +184,26 @@ var _ = Describe("The API server", func() {
 			"spec.gracePeriod", "should match"),
 		Entry("a zero timeout", operation(`spec: {timeout: 0s}`),
 			"spec.timeout", "must be greater than 0s"),
+		Entry("a staging window no shorter than the timeout", operation(`spec: {timeout: 5s, staging: {window: 5s}}`),
+			"spec.staging.window", "must be shorter than spec.timeout"),
+		Entry("a parentRef naming the operation itself", manifest(minimalOperation, `metadata: {name: self, generateName: null}
+spec: {parentRef: {name: self}}`),
+			"spec.parentRef.name", "must not name the operation itself"),
+		Entry("a JSON Patch that renames the target", operation(`spec: {targets: [{apiVersion: bank.example.com/v1, kind: Account,`+
+			` name: alice, jsonPatch: [{op: replace, path: /metadata/name, value: bob}]}]}`),
+			"spec.targets[0].jsonPatch[0].path", "must not change apiVersion, kind, metadata.name"),
+		Entry("a JSON Patch that removes arbiter's record", operation(`spec: {targets: [{apiVersion: bank.example.com/v1, kind: Account,`+
+			` name: alice, jsonPatch: [{op: remove, path: /metadata/annotations/arbiter.dev~1applied}]}]}`),
+			"spec.targets[0].jsonPatch[0].path", "the arbiter.dev/applied annotation"),
+		Entry("a JSON Patch that moves the name away", operation(`spec: {targets: [{apiVersion: bank.example.com/v1, kind: Account,`+
+			` name: alice, jsonPatch: [{op: move, from: /metadata/name, path: /spec/owner}]}]}`),
+			"spec.targets[0].jsonPatch[0].from", "must not move apiVersion"),
+		Entry("a merge patch that changes the kind", operation(`spec: {targets: [{apiVersion: bank.example.com/v1, kind: Account,`+
+			` name: alice, mergePatch: {kind: Savings}}]}`),
+			"spec.targets[0].mergePatch", "must not change apiVersion, kind"),
+		Entry("a merge patch that drops arbiter's record", operation(`spec: {targets: [{apiVersion: bank.example.com/v1, kind: Account,`+
+			` name: alice, mergePatch: {metadata: {annotations: {arbiter.dev/applied: null}}}}]}`),
+			"spec.targets[0].mergePatch", "the arbiter.dev/applied annotation"),
 		Entry("a garbage timeout", operation(`spec: {timeout: "30 seconds"}`),
 			"spec.timeout", "should match"),
 		Entry("negative maxRetries", operation(`spec: {occ: {maxRetries: -1}}`),
@@ -297,8 +317,11 @@ spec:
     name: bob
     jsonPatch:
     - {op: test, path: /spec/frozen, value: false}
+    - {op: test, path: /metadata/name, value: bob}
+    - {op: copy, from: /metadata/name, path: /metadata/annotations/previous-name}
     - {op: copy, from: /spec/owner, path: /metadata/annotations/previous-owner}
     - {op: remove, path: /spec/frozen}
+  - {apiVersion: v1, kind: ConfigMap, name: labels, mergePatch: {metadata: {labels: {tier: gold}, annotations: {note: kept}}}}
 `)
 		Expect(create(u)).To(Succeed())
 	})
