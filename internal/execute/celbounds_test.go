@@ -197,3 +197,23 @@ func TestReplaceIsStillChargedAndStillFailsOnItsArguments(t *testing.T) {
 		})
 	}
 }
+
+// The reviewer's operation ends Failed/MutationTooLarge, with nothing
+// written, rather than taking the manager down at every recovery.
+func TestExecuteFailsTheReplaceBombWithoutWriting(t *testing.T) {
+	f := newFakeTargets(t, cm("pad", map[string]string{"big": strings.Repeat("a", 20000)}))
+	e := &Executor{Reader: f, Writer: f}
+	req := requestFor(arbiterv1alpha1.Target{APIVersion: "v1", Kind: "ConfigMap", Name: "pad",
+		Expression: `[JSONPatch{op: "add", path: "/data/x", value: string(size(object.data.big.replace("a", params.s)))}]`})
+	req.Params = []byte(`{"s":"` + strings.Repeat("b", 5000) + `"}`)
+	res, err := e.Execute(context.Background(), req, &Progress{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonMutationTooLarge || !strings.Contains(res.Failure.Message, "1.5 MiB") {
+		t.Fatalf("Failure = %v, want MutationTooLarge naming the 1.5 MiB bound", res.Failure)
+	}
+	if f.updates != 0 {
+		t.Fatalf("%d updates, want none", f.updates)
+	}
+}
