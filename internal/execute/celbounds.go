@@ -21,7 +21,7 @@ import (
 // functions by the size of their input alone: 40 kB of "a" replaced by 40 kB
 // of "b" costs 8,000 yet builds 1.6 GB before the cost is looked at. The
 // functions whose result can outgrow their input by a factor the expression
-// chooses are bounded here before they build it; every other call is charged
+// chooses are bounded here before they build it; every call is also charged
 // for the strings and lists it returns, so many small results cannot add up
 // to what one large one may not be.
 
@@ -47,7 +47,11 @@ var growingFunctions = map[string]struct {
 
 // boundGrowingFunctions returns env with each of growingFunctions' overloads
 // rebound to its check followed by the environment's own implementation, so
-// their results are exactly what they were.
+// their results are exactly what they were. Rebinding an overload under its
+// own ID and signature, which cel-go allows, changes nothing else: cel-go
+// still evaluates the arguments (an error or unknown among them ends the call
+// before it runs), and the cost tracker still charges the call by its
+// function and overload.
 func boundGrowingFunctions(env *cel.Env) (*cel.Env, error) {
 	var opts []cel.EnvOption
 	bound := map[string]bool{}
@@ -271,11 +275,14 @@ func celSize(v any, limit int64) int64 {
 	return size
 }
 
-// growthCharged charges every call for the strings, bytes and lists it
-// returns, at the rate Kubernetes charges a typed string concatenation, on
-// top of what Kubernetes' own estimator charges. A concatenation of dyn
-// values (params.s + params.s) otherwise costs 1, and a comprehension could
-// build gigabytes of such strings within the cost limit.
+// growthCharged charges every call at least for the strings, bytes and lists
+// it returns (a byte at the rate Kubernetes charges a typed string
+// concatenation, an element as cel-go charges lists.range), or what
+// Kubernetes' estimator charges if that is more. A concatenation of dyn values
+// (params.s + params.s) otherwise costs 1, and a comprehension could build
+// gigabytes of such strings within the cost limit. Where Kubernetes'
+// estimator has no charge, cel-go's own for a call returning a string or a
+// list is no more than this one, so it replaces it.
 type growthCharged struct {
 	library.CostEstimator
 }
@@ -315,7 +322,8 @@ func chargeFlattenResult(args []ref.Val, result ref.Val) *uint64 {
 	depth := uint64(1)
 	if len(args) == 2 {
 		if d, ok := args[1].(types.Int); ok && d > 0 {
-			depth = uint64(d)
+			// flatten lets no list through with more elements, so none nested deeper: capped, the product cannot overflow.
+			depth = min(uint64(d), maxListElements)
 		}
 	}
 	var input uint64
