@@ -106,6 +106,9 @@ var celEnv = func() *cel.Env {
 	if err != nil {
 		panic(fmt.Sprintf("arbiter's CEL environment is misconfigured: %v", err))
 	}
+	if env, err = boundGrowingFunctions(env); err != nil {
+		panic(fmt.Sprintf("arbiter's CEL environment is misconfigured: %v", err))
+	}
 	return env
 }()
 
@@ -129,7 +132,8 @@ func compileExpression(expr string) (cel.Program, error) {
 	if !ast.OutputType().IsExactType(jsonPatchListType) && ast.OutputType() != cel.DynType {
 		return nil, fmt.Errorf("must return a list of JSONPatch, not %s", ast.OutputType())
 	}
-	prg, err := celEnv.Program(ast, cel.CostLimit(expressionCostLimit), cel.InterruptCheckFrequency(100))
+	opts := append([]cel.ProgramOption{cel.CostLimit(expressionCostLimit), cel.InterruptCheckFrequency(100)}, boundedCostOptions...)
+	prg, err := celEnv.Program(ast, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -278,15 +282,29 @@ func (m *Mutation) evaluate(ctx context.Context, object, params []byte) (jsonpat
 		return nil, fmt.Errorf("expression: returned %s, not a list of JSONPatch", val.Type())
 	}
 	var patch jsonpatch.Patch
-	// The values are bounded together: one expression may return the same
-	// large field in thousands of operations.
-	var valueBytes int64
+	// What the expression returns is bounded as a whole: one expression may
+	// return the same large field, or the same long path, in thousands of
+	// operations. Each part is measured before it is copied: a list of many
+	// references to one string costs little to build in CEL and everything
+	// to write out.
+	var returned int64
+	tooLarge := func(add int64) bool {
+		returned += add
+		return returned > MaxObjectBytes
+	}
 	for it := list.Iterator(); it.HasNext() == types.True; {
 		native, err := it.Next().ConvertToNative(reflect.TypeFor[*mutation.JSONPatchVal]())
 		if err != nil {
 			return nil, fmt.Errorf("expression: returned a list element that is not a JSONPatch: %w", err)
 		}
 		p := native.(*mutation.JSONPatchVal)
+		var valueAtLeast int64
+		if p.Val != nil {
+			valueAtLeast = celSize(p.Val, MaxObjectBytes-returned)
+		}
+		if tooLarge(int64(len(p.Op)+len(p.Path)+len(p.From)) + valueAtLeast) {
+			return nil, &TooLargeError{What: "the JSON Patch the expression returns", Bytes: returned}
+		}
 		op := jsonpatch.Operation{
 			"op":   rawJSON(strconv.Quote(p.Op)),
 			"path": rawJSON(strconv.Quote(p.Path)),
@@ -308,8 +326,9 @@ func (m *Mutation) evaluate(ctx context.Context, object, params []byte) (jsonpat
 			if err != nil {
 				return nil, fmt.Errorf("expression: value of %s at %s is not JSON: %w", p.Op, p.Path, err)
 			}
-			if valueBytes += int64(len(b)); valueBytes > MaxObjectBytes {
-				return nil, &TooLargeError{What: "the values the expression returns", Bytes: valueBytes}
+			// The value's exact size, in place of its lower bound.
+			if tooLarge(int64(len(b)) - valueAtLeast) {
+				return nil, &TooLargeError{What: "the JSON Patch the expression returns", Bytes: returned}
 			}
 			op["value"] = rawJSON(string(b))
 		}
