@@ -65,9 +65,9 @@ type CleanupReconciler struct {
 	// tickets are the deletion tokens reserved for zombies that wait for
 	// their policy's rate limit, by zombie.
 	tickets map[types.NamespacedName]ticket
-	// met records, by zombie, when lazy cleanup met it due; bounded: a
-	// record lost is a zombie removed at its next meeting instead.
-	met *lru.Cache
+	// met records, by zombie, when lazy cleanup met it due, until a worker
+	// acts on it; bounded, and shared fairly between namespaces (metBook).
+	met *metBook
 	// reported remembers the zombies a dryRun policy reported, so that each
 	// is counted once; bounded, and forgotten as they go.
 	reported *lru.Cache
@@ -146,7 +146,7 @@ func newCleanupReconciler(c client.Client, rec recorder.EventRecorder, workers i
 		trackers:          map[types.NamespacedName]*policyTracker{},
 		censuses:          map[string]*namespaceCensus{},
 		tickets:           map[types.NamespacedName]ticket{},
-		met:               lru.New(metRecords),
+		met:               newMetBook(metRecords),
 		reported:          lru.New(reportedRecords),
 		unanswered:        lru.New(unansweredRecords),
 		meetings:          make(chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation], 4096),

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -92,28 +91,26 @@ func (r *CleanupReconciler) enqueueMet(ctx context.Context, e event.TypedGeneric
 			if !z.Status.Phase.IsTerminal() || !z.DeletionTimestamp.IsZero() {
 				continue
 			}
+			// Met already: a worker will reach it (queued, or waiting for
+			// its deletion token). Looked up before judging, so that a
+			// target met over and over costs a lookup per zombie.
+			key := client.ObjectKeyFromObject(z)
+			if _, met := r.met.At(key, z.UID); met {
+				continue
+			}
 			gov := r.governing(z, cands)
 			if gov == nil || gov.Spec.Strategy != arbiterv1alpha1.CleanupLazy || !cleanup.Judge(gov, z).Due(now) {
 				continue
 			}
-			key := client.ObjectKeyFromObject(z)
-			r.met.Add(key, metRecord{uid: z.UID, at: now})
-			q.Add(reconcile.Request{NamespacedName: key})
+			if r.met.Add(key, z.UID, now) {
+				q.Add(reconcile.Request{NamespacedName: key})
+			}
 		}
 	}
 }
 
-// metRecord says when lazy cleanup met a zombie.
-type metRecord struct {
-	uid types.UID
-	at  time.Time
-}
-
-// metAt returns when op was last met by lazy cleanup, if it is recorded.
+// metAt returns when lazy cleanup met op due, if a worker has yet to act
+// on that meeting.
 func (r *CleanupReconciler) metAt(op *arbiterv1alpha1.ConflictResolutionOperation) (time.Time, bool) {
-	v, ok := r.met.Get(client.ObjectKeyFromObject(op))
-	if !ok || v.(metRecord).uid != op.UID {
-		return time.Time{}, false
-	}
-	return v.(metRecord).at, true
+	return r.met.At(client.ObjectKeyFromObject(op), op.UID)
 }

@@ -188,6 +188,9 @@ func (r *CleanupReconciler) dispose(ctx context.Context, gov *arbiterv1alpha1.Cl
 		r.forget(key)
 		return 0, nil
 	case !v.Removable:
+		// Not for this policy to remove (it changed since the meeting): a
+		// record kept would make later meetings pass the zombie by.
+		r.met.Remove(key)
 		return 0, nil
 	case v.OnlyWhenMet:
 		at, met := r.metAt(op)

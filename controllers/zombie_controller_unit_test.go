@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	clientevents "k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -23,6 +24,7 @@ import (
 
 	arbiterv1alpha1 "github.com/arbiter-dev/arbiter/api/v1alpha1"
 	"github.com/arbiter-dev/arbiter/internal/cleanup"
+	"github.com/arbiter-dev/arbiter/internal/registry"
 )
 
 func fakeCleaner(t *testing.T, objs ...client.Object) (*CleanupReconciler, client.Client) {
@@ -40,10 +42,24 @@ func fakeCleanerWith(t *testing.T, funcs interceptor.Funcs, objs ...client.Objec
 	if err := corev1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithInterceptorFuncs(funcs).
-		WithStatusSubresource(&arbiterv1alpha1.CleanupPolicy{}, &arbiterv1alpha1.ClusterCleanupPolicy{}).Build()
+	b := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithInterceptorFuncs(funcs).
+		WithStatusSubresource(&arbiterv1alpha1.CleanupPolicy{}, &arbiterv1alpha1.ClusterCleanupPolicy{})
+	// The manager's own indexes: lazy cleanup lists a target's operations.
+	if err := registry.Setup(t.Context(), builderIndexer{b}); err != nil {
+		t.Fatal(err)
+	}
+	c := b.Build()
 	// A recorder without a channel drops events: these tests make many.
 	return newCleanupReconciler(c, &clientevents.FakeRecorder{}, 1, DefaultStrategyNone), c
+}
+
+// builderIndexer registers the manager's indexes (registry.Setup) with a
+// fake client being built.
+type builderIndexer struct{ b *fake.ClientBuilder }
+
+func (i builderIndexer) IndexField(_ context.Context, obj client.Object, field string, extract client.IndexerFunc) error {
+	i.b.WithIndex(obj, field, extract)
+	return nil
 }
 
 func rejected(ns, name string) *arbiterv1alpha1.ConflictResolutionOperation {
@@ -479,5 +495,202 @@ func TestAPolicySwitchedOutOfDryRunAnnouncesOnlyWhatItRemoved(t *testing.T) {
 	}
 	if _, f := r.figures(p, time.Now()); f.Cleaned != 0 || f.Removed != 0 {
 		t.Fatalf("after the report, %d cleaned and %d removed left to report, want none", f.Cleaned, f.Removed)
+	}
+}
+
+// zombieOn is a Rejected operation, finished an hour ago, on ConfigMap target.
+func zombieOn(ns, name, target string) *arbiterv1alpha1.ConflictResolutionOperation {
+	z := rejected(ns, name)
+	z.Spec.Targets = []arbiterv1alpha1.Target{{APIVersion: "v1", Kind: "ConfigMap", Name: target}}
+	return z
+}
+
+// meetingOf is what MeetTargets sends when an operation in ns meets target.
+func meetingOf(ns, target string) event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation] {
+	return event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]{Object: zombieOn(ns, "meets-"+target, target)}
+}
+
+func lazyPolicy(ns string, perSecond int32) *arbiterv1alpha1.CleanupPolicy {
+	return testPolicy(ns, "lazy", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+		s.Strategy, s.Retention, s.MaxDeletionsPerSecond = arbiterv1alpha1.CleanupLazy, &metav1.Duration{Duration: time.Second}, perSecond
+	})
+}
+
+// A tenant meeting more due zombies than arbiter keeps met records for
+// cannot make another namespace's met zombie lose its meeting: the victim's
+// zombies, one met before the tenant's flood and one after it, are still
+// removed when a worker reaches them, though the tenant meets its target
+// again meanwhile. The records stay bounded all the same.
+func TestLazyMeetingsOfOneNamespaceDoNotDropAnothersMetZombie(t *testing.T) {
+	before, after := zombieOn("v", "ledger-zombie", "ledger"), zombieOn("v", "journal-zombie", "journal")
+	objs := []client.Object{lazyPolicy("v", 200), before, after, lazyPolicy("a", 1)}
+	for i := range metRecords + 100 {
+		objs = append(objs, zombieOn("a", fmt.Sprint("hot-", i), "hot"))
+	}
+	r, c := fakeCleaner(t, objs...)
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+
+	r.enqueueMet(t.Context(), meetingOf("v", "ledger"), q)
+	r.enqueueMet(t.Context(), meetingOf("a", "hot"), q)
+	r.enqueueMet(t.Context(), meetingOf("v", "journal"), q)
+	r.enqueueMet(t.Context(), meetingOf("a", "hot"), q)
+	if n := r.met.Len(); n > metRecords {
+		t.Errorf("%d met records kept, want at most %d", n, metRecords)
+	}
+	for _, z := range []*arbiterv1alpha1.ConflictResolutionOperation{before, after} {
+		if _, err := r.reconcileZombie(t.Context(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(z)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(z), &arbiterv1alpha1.ConflictResolutionOperation{}); !apierrors.IsNotFound(err) {
+			t.Errorf("namespace v's %s, met due, survived namespace a's meetings of %d zombies (get: %v)", z.Name, metRecords+100, err)
+		}
+	}
+}
+
+// Meeting a target again while its due zombies wait for a worker or for
+// their deletion token adds nothing: the queue does not grow, and each
+// zombie keeps the record of its first meeting.
+func TestMeetingATargetAgainAddsNothingForZombiesAlreadyMet(t *testing.T) {
+	const zombies = 50
+	objs := []client.Object{lazyPolicy("a", 1)}
+	for i := range zombies {
+		objs = append(objs, zombieOn("a", fmt.Sprint("hot-", i), "hot"))
+	}
+	r, c := fakeCleaner(t, objs...)
+	clock := clocktesting.NewFakeClock(time.Now())
+	r.Clock = clock
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+
+	firstMet := clock.Now()
+	r.enqueueMet(t.Context(), meetingOf("a", "hot"), q)
+	if q.Len() != zombies {
+		t.Fatalf("the first meeting queued %d zombies, want %d", q.Len(), zombies)
+	}
+	// A worker takes each: one token a second removes one, and the others
+	// wait for theirs (the controller would add them back after the wait).
+	waiting := 0
+	for q.Len() > 0 {
+		req, _ := q.Get()
+		res, err := r.reconcileZombie(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.RequeueAfter > 0 {
+			waiting++
+		}
+		q.Forget(req)
+		q.Done(req)
+	}
+	if waiting != zombies-1 {
+		t.Fatalf("%d zombies wait for a token, want %d", waiting, zombies-1)
+	}
+
+	clock.Step(100 * time.Millisecond)
+	r.enqueueMet(t.Context(), meetingOf("a", "hot"), q)
+	if q.Len() != 0 {
+		t.Errorf("meeting the target again queued %d zombies that already wait for their token, want none", q.Len())
+	}
+	var left arbiterv1alpha1.ConflictResolutionOperationList
+	if err := c.List(t.Context(), &left); err != nil {
+		t.Fatal(err)
+	}
+	var remet []string
+	for i := range left.Items {
+		if at, ok := r.metAt(&left.Items[i]); !ok || !at.Equal(firstMet) {
+			remet = append(remet, left.Items[i].Name)
+		}
+	}
+	if len(remet) > 0 {
+		t.Errorf("%d of %d waiting zombies lost the record of their first meeting, e.g. %s", len(remet), len(left.Items), remet[0])
+	}
+}
+
+// A met zombie that its policy, edited meanwhile, no longer removes loses
+// its record when a worker finds so: met again once the policy takes it
+// back, it is queued again, not passed by as already met.
+func TestAMetZombieItsPolicyLetGoIsQueuedWhenMetAgain(t *testing.T) {
+	policy, z := lazyPolicy("v", 200), zombieOn("v", "ledger-zombie", "ledger")
+	r, c := fakeCleaner(t, policy, z)
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+	setPhases := func(phases ...arbiterv1alpha1.ZombiePhase) {
+		t.Helper()
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(policy), policy); err != nil {
+			t.Fatal(err)
+		}
+		policy.Spec.Phases = phases
+		if err := c.Update(t.Context(), policy); err != nil {
+			t.Fatal(err)
+		}
+		r.governorCache.policiesChanged("v") // as the policy watch does
+	}
+	work := func() {
+		t.Helper()
+		for q.Len() > 0 {
+			req, _ := q.Get()
+			if _, err := r.reconcileZombie(t.Context(), req); err != nil {
+				t.Fatal(err)
+			}
+			q.Done(req)
+		}
+	}
+
+	r.enqueueMet(t.Context(), meetingOf("v", "ledger"), q)
+	setPhases("Failed") // Rejected zombies are no longer this policy's
+	work()
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(z), z); err != nil {
+		t.Fatalf("a zombie its policy no longer governs was removed: %v", err)
+	}
+	setPhases("Rejected", "Failed")
+	r.enqueueMet(t.Context(), meetingOf("v", "ledger"), q)
+	if q.Len() != 1 {
+		t.Fatalf("met again under a policy that removes it, the zombie was queued %d times, want once", q.Len())
+	}
+	work()
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(z), z); !apierrors.IsNotFound(err) {
+		t.Errorf("the zombie met again survived (get: %v)", err)
+	}
+}
+
+// The met records are shared between namespaces: when the book is full, a
+// namespace at its share is refused a record, and one under its share takes
+// the newest record of the namespace holding the most.
+func TestMetRecordsAreSharedBetweenNamespaces(t *testing.T) {
+	b := newMetBook(4)
+	at := time.Now()
+	key := func(ns string, i int) types.NamespacedName {
+		return types.NamespacedName{Namespace: ns, Name: fmt.Sprint(i)}
+	}
+	for i := range 5 {
+		if added := b.Add(key("a", i), "uid", at); added != (i < 4) {
+			t.Fatalf("a's record %d added %v into a book of 4", i, added)
+		}
+	}
+	if b.Add(key("a", 0), "uid", at) {
+		t.Error("a zombie met twice was given to a worker twice")
+	}
+	if !b.Add(key("a", 3), "uid-of-another", at) {
+		t.Error("an operation created again under a met zombie's name was not given to a worker")
+	}
+	if !b.Add(key("b", 0), "uid", at) || !b.Add(key("b", 1), "uid", at) {
+		t.Fatal("namespace b, under its share of a full book, was refused")
+	}
+	if b.Add(key("b", 2), "uid", at) {
+		t.Error("namespace b was given a record past its share (2 of 4)")
+	}
+	for _, k := range []types.NamespacedName{key("a", 0), key("a", 1), key("b", 0), key("b", 1)} {
+		if _, ok := b.At(k, "uid"); !ok {
+			t.Errorf("%s lost its record; a's newest should have made room", k)
+		}
+	}
+	if n := b.Len(); n != 4 {
+		t.Errorf("%d records in a book of 4", n)
+	}
+	b.Remove(key("b", 0))
+	b.Remove(key("b", 1))
+	if !b.Add(key("a", 2), "uid", at) {
+		t.Error("a record freed was not given to the next zombie met")
 	}
 }
