@@ -81,9 +81,9 @@ func (r *CleanupReconciler) clusterPolicyToZombies(ctx context.Context, o client
 }
 
 // namespaceEvents keeps the candidates kept for judging zombies in step
-// with namespaces (created, relabelled, deleted), and re-judges a
-// relabelled namespace's zombies: which cluster policies cover it follows
-// its labels.
+// with namespaces (created, relabelled, deleted), re-judges a relabelled
+// namespace's zombies (which cluster policies cover it follows its labels)
+// and deletes a deleted namespace's metric series.
 func (r *CleanupReconciler) namespaceEvents() handler.EventHandler {
 	return handler.Funcs{
 		CreateFunc: func(_ context.Context, e event.CreateEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -91,6 +91,7 @@ func (r *CleanupReconciler) namespaceEvents() handler.EventHandler {
 		},
 		DeleteFunc: func(_ context.Context, e event.DeleteEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			r.governorCache.namespaceGone(e.Object.GetName())
+			metrics.ForgetNamespace(e.Object.GetName())
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			if !(predicate.LabelChangedPredicate{}).Update(e) {

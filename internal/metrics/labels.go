@@ -48,3 +48,11 @@ func (b *boundedLabel) of(namespace, value string) string {
 	b.broughtIn[namespace]++
 	return value
 }
+
+// forget drops what namespace brought in, once it is deleted: the names
+// stay shared (others may use them), its share does not outlive it.
+func (b *boundedLabel) forget(namespace string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.broughtIn, namespace)
+}

@@ -3,6 +3,10 @@ package metrics
 import (
 	"fmt"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func TestFunctionLabelsAreBounded(t *testing.T) {
@@ -45,5 +49,42 @@ func TestOneNamespaceTakesItsShareOfFunctionLabels(t *testing.T) {
 	}
 	if got := b.of("bank", "hostile-3"); got != "hostile-3" {
 		t.Fatalf("a name the hostile namespace brought in = %q, want it shared", got)
+	}
+}
+
+// A deleted namespace's series go, and so does what it brought in of the
+// function names: a cluster that creates and deletes namespaces all day
+// does not grow every scrape.
+func TestADeletedNamespacesSeriesGo(t *testing.T) {
+	for _, ns := range []string{"ci-1", "bank"} {
+		OperationsTotal.WithLabelValues(ns, FunctionLabel(ns, "f-"+ns), "Succeeded", "Applied").Inc()
+		CleanupTotal.WithLabelValues(ns, "Immediate", "success").Inc()
+	}
+	defer ForgetNamespace("bank")
+	ForgetNamespace("ci-1")
+	for _, c := range []*prometheus.CounterVec{OperationsTotal, CleanupTotal} {
+		ch := make(chan prometheus.Metric, 16)
+		c.Collect(ch)
+		close(ch)
+		for m := range ch {
+			var d dto.Metric
+			if err := m.Write(&d); err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range d.GetLabel() {
+				if l.GetName() == "namespace" && l.GetValue() == "ci-1" {
+					t.Errorf("%s still has a series of the deleted namespace ci-1", m.Desc())
+				}
+			}
+		}
+		if n := testutil.CollectAndCount(c); n < 1 {
+			t.Errorf("%d series left; bank's should stay", n)
+		}
+	}
+	functions.mu.Lock()
+	_, kept := functions.broughtIn["ci-1"]
+	functions.mu.Unlock()
+	if kept {
+		t.Error("the deleted namespace's share of function names is kept")
 	}
 }

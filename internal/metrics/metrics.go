@@ -55,6 +55,16 @@ var (
 	}, []string{"strategy"})
 )
 
+// ForgetNamespace deletes a deleted namespace's series and its share of
+// function names: without it they would last until the manager restarts,
+// and a cluster that creates and deletes namespaces all day (CI) would grow
+// every scrape without end.
+func ForgetNamespace(namespace string) {
+	OperationsTotal.DeletePartialMatch(prometheus.Labels{"namespace": namespace})
+	CleanupTotal.DeletePartialMatch(prometheus.Labels{"namespace": namespace})
+	functions.forget(namespace)
+}
+
 // BuildInfo is 1, labelled with the manager's version: its absence is how
 // an alert tells that no manager is scraped at all.
 var BuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
