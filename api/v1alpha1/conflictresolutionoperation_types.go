@@ -146,7 +146,6 @@ type OperationReference struct {
 // Target is one object an operation changes and the mutation to apply to it.
 // Exactly one of jsonPatch, mergePatch or expression is set.
 // +kubebuilder:validation:XValidation:rule="(has(self.jsonPatch) ? 1 : 0) + (has(self.mergePatch) ? 1 : 0) + (has(self.expression) ? 1 : 0) == 1",message="exactly one of jsonPatch, mergePatch or expression must be set"
-// +kubebuilder:validation:XValidation:rule="!has(self.mergePatch) || type(self.mergePatch) != map || !('apiVersion' in self.mergePatch || 'kind' in self.mergePatch || ('metadata' in self.mergePatch && type(self.mergePatch.metadata) == map && ('name' in self.mergePatch.metadata || 'namespace' in self.mergePatch.metadata || 'uid' in self.mergePatch.metadata || ('annotations' in self.mergePatch.metadata && type(self.mergePatch.metadata.annotations) == map && 'arbiter.dev/applied' in self.mergePatch.metadata.annotations))))",message="must not change apiVersion, kind, metadata.name, metadata.namespace, metadata.uid or the arbiter.dev/applied annotation",fieldPath=".mergePatch"
 type Target struct {
 	// apiVersion of the target object, for example "bank.example.com/v1" or "v1".
 	// +required

@@ -198,12 +198,6 @@ spec: {parentRef: {name: self}}`),
 		Entry("a JSON Patch that moves the name away", operation(`spec: {targets: [{apiVersion: bank.example.com/v1, kind: Account,`+
 			` name: alice, jsonPatch: [{op: move, from: /metadata/name, path: /spec/owner}]}]}`),
 			"spec.targets[0].jsonPatch[0].from", "must not move apiVersion"),
-		Entry("a merge patch that changes the kind", operation(`spec: {targets: [{apiVersion: bank.example.com/v1, kind: Account,`+
-			` name: alice, mergePatch: {kind: Savings}}]}`),
-			"spec.targets[0].mergePatch", "must not change apiVersion, kind"),
-		Entry("a merge patch that drops arbiter's record", operation(`spec: {targets: [{apiVersion: bank.example.com/v1, kind: Account,`+
-			` name: alice, mergePatch: {metadata: {annotations: {arbiter.dev/applied: null}}}}]}`),
-			"spec.targets[0].mergePatch", "the arbiter.dev/applied annotation"),
 		Entry("a garbage timeout", operation(`spec: {timeout: "30 seconds"}`),
 			"spec.timeout", "should match"),
 		Entry("negative maxRetries", operation(`spec: {occ: {maxRetries: -1}}`),
