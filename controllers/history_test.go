@@ -161,6 +161,8 @@ func (c *operationCache) funcs() interceptor.Funcs {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			c.walks++
+			// One slice of the list's length, as the cache's own List makes.
+			out.Items = make([]arbiterv1alpha1.ConflictResolutionOperation, 0, len(c.byTarget[target]))
 			for _, op := range c.byTarget[target] {
 				out.Items = append(out.Items, *op)
 			}
