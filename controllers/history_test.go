@@ -277,6 +277,16 @@ func TestHistoryLimitWalksATargetOncePerChange(t *testing.T) {
 		zombies = append(zombies, z)
 	}
 	r, cache, c := historyCleaner(t, zombies, narrow, history)
+	var narrows []*arbiterv1alpha1.ConflictResolutionOperation
+	for _, z := range zombies {
+		if z.Labels["team"] == "narrow" {
+			narrows = append(narrows, z)
+		}
+	}
+	judgeAll(t, r, narrows)
+	if walks := cache.targetWalks(); walks != 0 {
+		t.Errorf("judging zombies of a policy without historyLimit walked their target %d times", walks)
+	}
 	judgeAll(t, r, zombies)
 	if walks := cache.targetWalks(); walks != 1 {
 		t.Errorf("judging the 500 zombies of a target walked it %d times, want once", walks)
