@@ -123,7 +123,7 @@ test-faults: tools build ## Run only the fault suite (kills, restarts, failover,
 	go test -count=1 -v ./test/e2e -ginkgo.label-filter=faults
 
 .PHONY: bench
-bench: tools build $(KUBE_CONTROLLER_MANAGER) ## Run the benchmarks: micro (CRD rules, staging, mutations, cleanup reports, kind mapping, status patches) and end to end (test/bench); writes bench.json. BENCH_SCENARIOS=storm,queue,... runs some.
+bench: tools build $(KUBE_CONTROLLER_MANAGER) ## Run the benchmarks: micro (CRD rules, staging, mutations, cleanup reports, historyLimit judgements, kind mapping, status patches) and end to end (test/bench); writes bench.json. BENCH_SCENARIOS=storm,queue,... runs some.
 	go test -count=1 -run '^$$' -bench . -benchmem ./api/v1alpha1/ ./internal/staging/ ./internal/execute/ ./internal/cleanup/ ./internal/kinds/ ./controllers/
 	go test -count=1 -run '^$$' -bench BenchmarkEndToEnd -benchtime 1x -timeout 60m ./test/bench/
 

@@ -86,6 +86,9 @@ type CleanupReconciler struct {
 	// governorCache keeps each namespace's candidates for judging zombies
 	// between changes of what they are made of; see governors.
 	governorCache governorCache
+	// history keeps, per target, the zombies over a historyLimit between
+	// changes of the target's operations; see overHistory.
+	history historyCache
 	// reportsDue carries CleanupPolicies whose report a removal, a failed
 	// one or a dry-run one changed, to a census of their namespace: the
 	// tracker, not the operations a census reads, knows of these.
@@ -143,6 +146,7 @@ func newCleanupReconciler(c client.Client, rec recorder.EventRecorder, workers i
 		Clock:             clock.RealClock{},
 		Audit:             ctrl.Log.WithName(AuditLoggerName),
 		selectors:         cleanup.NewSelectors(),
+		history:           newHistoryCache(),
 		trackers:          map[types.NamespacedName]*policyTracker{},
 		censuses:          map[string]*namespaceCensus{},
 		tickets:           map[types.NamespacedName]ticket{},

@@ -46,7 +46,7 @@ const (
 func (r *CleanupReconciler) setupZombies(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("cleanup").
-		For(&arbiterv1alpha1.ConflictResolutionOperation{}, builder.WithPredicates(terminal)).
+		For(&arbiterv1alpha1.ConflictResolutionOperation{}, builder.WithPredicates(terminal, r.historyChanges())).
 		// A policy's spec, not its status reports, changes which zombies it removes.
 		Watches(&arbiterv1alpha1.CleanupPolicy{}, handler.EnqueueRequestsFromMapFunc(r.policyToZombies),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
@@ -210,26 +210,6 @@ func (r *CleanupReconciler) dispose(ctx context.Context, gov *arbiterv1alpha1.Cl
 	r.met.Remove(key)
 	if !v.OnlyWhenMet { // a lazy removal meets a target already met
 		r.MeetTargets(op)
-	}
-	return 0, nil
-}
-
-// enforceHistory removes the oldest zombies of op's targets beyond the
-// policy's historyLimit, among those the policy governs. It returns how long
-// to wait for the next deletion token, when one is missing.
-func (r *CleanupReconciler) enforceHistory(ctx context.Context, gov *arbiterv1alpha1.CleanupPolicy, cands *cleanup.Candidates,
-	op *arbiterv1alpha1.ConflictResolutionOperation) (time.Duration, error) {
-	for _, t := range op.Spec.Targets {
-		ops, err := registry.OnTarget(ctx, r.Client, registry.KeyOf(op.Namespace, t))
-		if err != nil {
-			return 0, err
-		}
-		for _, z := range cleanup.OverHistory(gov, cands, ops) {
-			wait, err := r.remove(ctx, gov, z, fmt.Sprintf("historyLimit %d on %s", *gov.Spec.HistoryLimit, t.Name))
-			if err != nil || wait > 0 {
-				return wait, err
-			}
-		}
 	}
 	return 0, nil
 }

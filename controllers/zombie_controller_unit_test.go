@@ -33,7 +33,7 @@ func fakeCleaner(t *testing.T, objs ...client.Object) (*CleanupReconciler, clien
 }
 
 // fakeCleanerWith is fakeCleaner with calls to the fake API intercepted.
-func fakeCleanerWith(t *testing.T, funcs interceptor.Funcs, objs ...client.Object) (*CleanupReconciler, client.Client) {
+func fakeCleanerWith(t testing.TB, funcs interceptor.Funcs, objs ...client.Object) (*CleanupReconciler, client.Client) {
 	t.Helper()
 	scheme := runtime.NewScheme()
 	if err := arbiterv1alpha1.AddToScheme(scheme); err != nil {
