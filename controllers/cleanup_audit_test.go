@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"strings"
 	"sync"
@@ -318,5 +319,48 @@ func TestADeleteWhoseAnswerIsLostIsRecordedOnceWhenItLanded(t *testing.T) {
 				t.Fatalf("counted %d removed, %d failed; want 1 removed and the unanswered attempt failed", tr.cleaned, tr.failed)
 			}
 		})
+	}
+}
+
+// Two workers may see a zombie whose delete went unanswered gone at once
+// (its own reconcile, a sibling's historyLimit delete): one record. And a
+// delete that meets a 409 because another operation took the name since
+// does not lose the landed removal's record.
+func TestALandedRemovalWhoseAnswerWasLostIsRecordedOnce(t *testing.T) {
+	zombie := auditedZombie("a", "loser")
+	calls := 0
+	r, _ := fakeCleanerWith(t, interceptor.Funcs{Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+		if calls++; calls == 1 {
+			if err := c.Delete(ctx, obj, opts...); err != nil {
+				return err
+			}
+			return io.ErrUnexpectedEOF
+		}
+		// The name is another operation's by now: its UID fails the precondition.
+		return apierrors.NewConflict(schema.GroupResource{Group: "arbiter.dev", Resource: "conflictresolutionoperations"}, obj.GetName(), errors.New("uid precondition"))
+	}}, zombie)
+	sink, records := newRecordingSink(AuditLoggerName, nil)
+	r.Audit = logr.New(sink).WithName(AuditLoggerName)
+	p := testPolicy("a", "immediate", nil)
+	if _, err := r.remove(t.Context(), p, zombie, "test"); err == nil {
+		t.Fatal("remove with the answer lost returned no error")
+	}
+	// A stale copy judged again: 409, which settles nothing.
+	if _, err := r.remove(t.Context(), p, zombie, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(records.all()); n != 0 {
+		t.Fatalf("%d records after the 409, want none yet", n)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() { r.unansweredLanded(client.ObjectKeyFromObject(zombie), "uid-of-the-new-one") })
+	}
+	wg.Wait()
+	if n := len(records.all()); n != 1 {
+		t.Fatalf("%d audit records, want 1", n)
+	}
+	if tr := r.tracker(p); tr.cleaned != 1 {
+		t.Fatalf("%d removals counted, want 1", tr.cleaned)
 	}
 }

@@ -260,7 +260,12 @@ func (r *OperationReconciler) onWon(ctx context.Context, op *arbiterv1alpha1.Con
 	now := r.now()
 	if err := r.patchStatus(ctx, op, func(op *arbiterv1alpha1.ConflictResolutionOperation) { markExecuting(op, st, v.BatchSize, now) }); err != nil {
 		// The win stands (the verdict is kept until settled): the next
-		// reconcile, on a fresher copy, records it.
+		// reconcile, on a fresher copy, records it. A write the API server
+		// refused did not land: whoever records Executing next may not be
+		// this manager, and must not find the execution taken as its own.
+		if !writeMayHaveLanded(err) {
+			r.executions.of(op).StartedHere = false
+		}
 		return ctrl.Result{}, fmt.Errorf("recording executing status: %w", err)
 	}
 	logDecision(ctx, op, v)

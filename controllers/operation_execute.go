@@ -6,6 +6,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -87,8 +88,14 @@ func (r *OperationReconciler) stopReason(ctx context.Context, op *arbiterv1alpha
 	// execution that backs off for long must not write past a revocation.
 	// Answers are reused for the checker's TTL, so this costs a review per
 	// requester and namespace each TTL at most. Unanswered, the write waits:
-	// going on would let a revocation pass while the reviews fail.
-	return r.checkAccess(ctx, op)
+	// going on would let a revocation pass while the reviews fail. A kind
+	// no longer served cannot be asked about, and will not be: the target
+	// is gone, as its read would say.
+	f, err := r.checkAccess(ctx, op)
+	if meta.IsNoMatchError(err) {
+		return &execute.Failure{Reason: arbiterv1alpha1.ReasonTargetNotFound, Message: err.Error()}, nil
+	}
+	return f, err
 }
 
 // recordOutcome writes an execution's terminal status.

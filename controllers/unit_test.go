@@ -288,6 +288,13 @@ func TestAWriteWaitsWhileTheRequestersAccessCannotBeChecked(t *testing.T) {
 	if err != nil || f == nil || f.Reason != arbiterv1alpha1.ReasonForbidden {
 		t.Fatalf("with the review refused: failure %v, error %v; want Forbidden", f, err)
 	}
+	// A kind no longer served cannot be asked about, ever: the write does
+	// not wait for its timeout, the target is gone.
+	r.Authz = &authz.Checker{Client: c, Mapper: meta.NewDefaultRESTMapper(nil)}
+	f, err = r.stopReason(t.Context(), op)
+	if err != nil || f == nil || f.Reason != arbiterv1alpha1.ReasonTargetNotFound {
+		t.Fatalf("with the kind no longer served: failure %v, error %v; want TargetNotFound", f, err)
+	}
 }
 
 // The execution is this manager's from before its Executing write is sent:
@@ -321,6 +328,25 @@ func TestAnExecutionIsThisManagersEvenWhenItsExecutingWriteIsLost(t *testing.T) 
 	}
 	if !r.executions.of(stored).StartedHere {
 		t.Fatal("the execution whose Executing write landed with its answer lost is not this manager's")
+	}
+	// A write the API server refused did not land: the execution is not
+	// taken as this manager's until its Executing write is.
+	refused := op.DeepCopy()
+	refused.Name, refused.UID = "refused", "uid-2"
+	refused.Status = arbiterv1alpha1.ConflictResolutionOperationStatus{}
+	c2 := fake.NewClientBuilder().WithScheme(scheme).WithObjects(refused).WithStatusSubresource(refused).WithInterceptorFuncs(interceptor.Funcs{
+		SubResourcePatch: func(context.Context, client.Client, string, client.Object, client.Patch, ...client.SubResourcePatchOption) error {
+			return apierrors.NewConflict(schema.GroupResource{Group: "arbiter.dev", Resource: "conflictresolutionoperations"}, "refused", errors.New("stale"))
+		}}).Build()
+	r.Client = c2
+	if err := c2.Get(t.Context(), client.ObjectKeyFromObject(refused), refused); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.onWon(t.Context(), refused, staged{priority: 1, at: v.StagedAt}, v); err == nil {
+		t.Fatal("onWon with its Executing write refused returned no error")
+	}
+	if r.executions.of(refused).StartedHere {
+		t.Fatal("an execution whose Executing write was refused is taken as this manager's")
 	}
 }
 

@@ -153,7 +153,6 @@ func (r *CleanupReconciler) reconcileZombie(ctx context.Context, req ctrl.Reques
 	}
 	gov := r.governing(op, cands)
 	if gov == nil {
-		r.unanswered.Remove(req.NamespacedName)
 		r.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
@@ -317,9 +316,9 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		r.unansweredLanded(key, "")
 		return 0, nil
 	case apierrors.IsConflict(err):
-		// Changed since judged: arbiter removed nothing, nor did an earlier
-		// delete whose answer was lost.
-		r.unanswered.Remove(key)
+		// Changed since judged: arbiter removed nothing now. An earlier
+		// delete whose answer was lost is settled by the UID the cache
+		// shows next: another operation under the name means it landed.
 		return 0, nil
 	case err != nil:
 		// A failed attempt, as the API server answered it. One whose answer
@@ -328,7 +327,7 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		// this removal's, and writes its one record then (the cache may not
 		// show the removal at once, so a copy still there says nothing; the
 		// delete sent again does).
-		if deleteMayHaveLanded(err) {
+		if writeMayHaveLanded(err) {
 			r.unanswered.Add(key, unansweredDelete{gov: gov, judged: judged, why: why})
 		} else {
 			r.unanswered.Remove(key)
@@ -348,17 +347,17 @@ type unansweredDelete struct {
 	why    string
 }
 
-// deleteMayHaveLanded says whether a delete's error leaves it unknown
-// whether the API server carried it out: no answer at all, a timeout (the
-// API server may finish the request after answering), or an error the
-// API server returns before it acts and the client retries on its own,
-// whose retry may meet the first attempt's result.
-func deleteMayHaveLanded(err error) bool {
+// writeMayHaveLanded says whether a write's error leaves it unknown whether
+// the API server carried it out: no answer at all, a timeout (the API
+// server may finish the request after answering), or an internal error
+// (etcd timing out after the write reached it). A 429 or 503 is answered
+// before the API server acts.
+func writeMayHaveLanded(err error) bool {
 	if status := apierrors.APIStatus(nil); !errors.As(err, &status) {
 		return true
 	}
-	return apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err) ||
-		apierrors.IsInternalError(err) || apierrors.IsServiceUnavailable(err) || apierrors.IsUnexpectedServerError(err)
+	return apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) || apierrors.IsInternalError(err) ||
+		apierrors.IsUnexpectedServerError(err)
 }
 
 // unansweredLanded records the removal by a delete of key whose answer was
@@ -367,16 +366,20 @@ func deleteMayHaveLanded(err error) bool {
 // still there under its UID says nothing yet: the cache may lag, and the
 // delete sent again tells.
 func (r *CleanupReconciler) unansweredLanded(key types.NamespacedName, uid types.UID) {
+	// Taken under r.mu: two workers may see the zombie gone at once (its
+	// own reconcile, and a sibling's historyLimit delete), and only one
+	// may record the removal.
+	r.mu.Lock()
 	v, ok := r.unanswered.Get(key)
-	if !ok {
-		return
+	landed := ok && uid != v.(unansweredDelete).judged.UID
+	if landed {
+		r.unanswered.Remove(key)
 	}
-	u := v.(unansweredDelete)
-	if uid == u.judged.UID {
-		return
+	r.mu.Unlock()
+	if landed {
+		u := v.(unansweredDelete)
+		r.removed(u.gov, u.judged, u.why)
 	}
-	r.unanswered.Remove(key)
-	r.removed(u.gov, u.judged, u.why)
 }
 
 // removed records a removal the API server confirmed: its one audit record,

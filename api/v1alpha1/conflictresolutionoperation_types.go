@@ -209,8 +209,8 @@ const (
 
 // JSONPatchOperation is one RFC 6902 operation.
 // +kubebuilder:validation:XValidation:rule="self.op in ['move', 'copy'] ? has(self.from) : !has(self.from)",message="from is required for move and copy, and not allowed otherwise"
-// +kubebuilder:validation:XValidation:rule="self.op == 'test' || !(size(self.path) == 0 || self.path in ['/apiVersion', '/kind', '/metadata/name', '/metadata/namespace', '/metadata/uid'] || self.path.startsWith('/metadata/annotations/arbiter.dev~1applied'))",message="must not change apiVersion, kind, metadata.name, metadata.namespace, metadata.uid or the arbiter.dev/applied annotation",fieldPath=".path"
-// +kubebuilder:validation:XValidation:rule="self.op != 'move' || !(size(self.from) == 0 || self.from in ['/apiVersion', '/kind', '/metadata/name', '/metadata/namespace', '/metadata/uid'] || self.from.startsWith('/metadata/annotations/arbiter.dev~1applied'))",message="must not move apiVersion, kind, metadata.name, metadata.namespace, metadata.uid or the arbiter.dev/applied annotation away",fieldPath=".from"
+// +kubebuilder:validation:XValidation:rule="self.op == 'test' || !(size(self.path) == 0 || self.path in ['/apiVersion', '/kind', '/metadata/name', '/metadata/namespace', '/metadata/uid'] || self.path == '/metadata/annotations/arbiter.dev~1applied')",message="must not change apiVersion, kind, metadata.name, metadata.namespace, metadata.uid or the arbiter.dev/applied annotation",fieldPath=".path"
+// +kubebuilder:validation:XValidation:rule="self.op != 'move' || !(size(self.from) == 0 || self.from in ['/apiVersion', '/kind', '/metadata/name', '/metadata/namespace', '/metadata/uid'] || self.from == '/metadata/annotations/arbiter.dev~1applied')",message="must not move apiVersion, kind, metadata.name, metadata.namespace, metadata.uid or the arbiter.dev/applied annotation away",fieldPath=".from"
 type JSONPatchOperation struct {
 	// op is the operation: add, remove, replace, move, copy or test.
 	// +required
