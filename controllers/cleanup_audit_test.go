@@ -253,6 +253,15 @@ func TestAuditRecordNamesTheDefaultPolicy(t *testing.T) {
 	}
 }
 
+// landsWithItsAnswerLost deletes obj, then returns lost as if the answer
+// had not come back.
+func landsWithItsAnswerLost(ctx context.Context, c client.WithWatch, obj client.Object, lost error, opts ...client.DeleteOption) error {
+	if err := c.Delete(ctx, obj, opts...); err != nil {
+		return err
+	}
+	return lost
+}
+
 // A delete whose answer is lost (the connection drops, the API server times
 // out) is a failed attempt, but may have landed: found gone by the next
 // look, it is this removal's, with its one audit record; still there in a
@@ -266,16 +275,10 @@ func TestADeleteWhoseAnswerIsLostIsRecordedOnceWhenItLanded(t *testing.T) {
 		next string
 	}{
 		{"landed, found gone by the next look", func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
-			if err := c.Delete(ctx, obj, opts...); err != nil {
-				return err
-			}
-			return io.ErrUnexpectedEOF
+			return landsWithItsAnswerLost(ctx, c, obj, io.ErrUnexpectedEOF, opts...)
 		}, "reconcile"},
 		{"landed, a lagging cache still shows it, the delete sent again finds it gone", func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
-			if err := c.Delete(ctx, obj, opts...); err != nil {
-				return err
-			}
-			return apierrors.NewTimeoutError("request did not complete within the allowed duration", 0)
+			return landsWithItsAnswerLost(ctx, c, obj, apierrors.NewTimeoutError("request did not complete within the allowed duration", 0), opts...)
 		}, "remove"},
 		{"never landed, the delete sent again removes it", func(context.Context, client.WithWatch, client.Object, ...client.DeleteOption) error {
 			return io.ErrUnexpectedEOF
@@ -331,10 +334,7 @@ func TestALandedRemovalWhoseAnswerWasLostIsRecordedOnce(t *testing.T) {
 	calls := 0
 	r, _ := fakeCleanerWith(t, interceptor.Funcs{Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
 		if calls++; calls == 1 {
-			if err := c.Delete(ctx, obj, opts...); err != nil {
-				return err
-			}
-			return io.ErrUnexpectedEOF
+			return landsWithItsAnswerLost(ctx, c, obj, io.ErrUnexpectedEOF, opts...)
 		}
 		// The name is another operation's by now: its UID fails the precondition.
 		return apierrors.NewConflict(schema.GroupResource{Group: "arbiter.dev", Resource: "conflictresolutionoperations"}, obj.GetName(), errors.New("uid precondition"))

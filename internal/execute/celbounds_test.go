@@ -207,13 +207,5 @@ func TestExecuteFailsTheReplaceBombWithoutWriting(t *testing.T) {
 		Expression: `[JSONPatch{op: "add", path: "/data/x", value: string(size(object.data.big.replace("a", params.s)))}]`})
 	req.Params = []byte(`{"s":"` + strings.Repeat("b", 5000) + `"}`)
 	res, err := e.Execute(context.Background(), req, &Progress{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Failure == nil || res.Failure.Reason != arbiterv1alpha1.ReasonMutationTooLarge || !strings.Contains(res.Failure.Message, "1.5 MiB") {
-		t.Fatalf("Failure = %v, want MutationTooLarge naming the 1.5 MiB bound", res.Failure)
-	}
-	if f.updates != 0 {
-		t.Fatalf("%d updates, want none", f.updates)
-	}
+	expectTooLargeWithNothingWritten(t, f, res, err)
 }

@@ -293,6 +293,13 @@ func TestExecuteFailsACopyBombWithoutWriting(t *testing.T) {
 		ops = append(ops, arbiterv1alpha1.JSONPatchOperation{Op: arbiterv1alpha1.JSONPatchOpCopy, From: "/data", Path: fmt.Sprintf("/data/c%d", i)})
 	}
 	res, err := e.Execute(context.Background(), requestFor(patchTarget("a", ops...)), &Progress{})
+	expectTooLargeWithNothingWritten(t, f, res, err)
+}
+
+// expectTooLargeWithNothingWritten checks that an execution failed
+// MutationTooLarge, naming arbiter's bound, without a single update.
+func expectTooLargeWithNothingWritten(t *testing.T, f *fakeTargets, res Result, err error) {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
