@@ -125,7 +125,7 @@ Executing:
 NAME      FUNCTION         PRIORITY   ATTEMPTS   STARTED
 running   credit-account   10         2          59s
 
-Waiting, in the order arbiter decides them (effective priority, then staged time, then UID):
+Waiting, in the order arbiter decides them (effective priority, then staged time, then UID; one not yet staged by its creation, to the second):
 #     NAME     FUNCTION         PHASE    PRIORITY   ON CONFLICT   BEHIND    STAGED
 1     waiter   credit-account   Queued   5          Queue         running   59s
 

@@ -252,7 +252,7 @@ func (r TargetReport) render(w io.Writer, now time.Time) error {
 			func(_ int, s OperationSummary) []string {
 				return []string{s.Name, s.Function, itoa(s.Priority), itoa(s.Attempts), age(now, microOr(s.StartedAt, s.CreatedAt))}
 			}},
-		{"Waiting, in the order arbiter decides them (effective priority, then staged time, then UID)",
+		{"Waiting, in the order arbiter decides them (effective priority, then staged time, then UID; one not yet staged by its creation, to the second)",
 			[]string{"#", "NAME", "FUNCTION", "PHASE", "PRIORITY", "ON CONFLICT", "BEHIND", "STAGED"}, r.Waiting,
 			func(i int, s OperationSummary) []string {
 				return []string{strconv.Itoa(i + 1), s.Name, s.Function, string(s.Phase), itoa(s.Priority), string(s.OnConflict),
