@@ -111,6 +111,9 @@ type policyTracker struct {
 	cleaned  int64
 	reported int64
 	failed   int64
+	// wouldCleanEvents counts the WouldClean events sent since the last
+	// report, at most wouldCleanEventsPerReport.
+	wouldCleanEvents int
 	// byNamespace are a ClusterCleanupPolicy's outcomes in each namespace,
 	// for the health of each; nil for a CleanupPolicy.
 	byNamespace map[string]*cleanup.Outcomes

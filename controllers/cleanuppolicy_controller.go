@@ -306,9 +306,9 @@ func (r *CleanupReconciler) reconcileNamespace(ctx context.Context, req ctrl.Req
 
 // writeReport writes a policy's new report (policy, changed from orig),
 // subtracts what it recorded from t (what came since is for the next
-// report), and sends one event for every zombie removed since the last:
-// dry-run reports, whose WouldClean events name each, are not in it,
-// whatever dryRun says by now.
+// report), and sends one event for every zombie removed since the last,
+// and one for the dry-run reports (whose own WouldClean events are
+// bounded per report): never one for the other, whatever dryRun says by now.
 func (r *CleanupReconciler) writeReport(ctx context.Context, policy, orig client.Object, t *policyTracker, f cleanup.Figures) error {
 	if err := r.Client.Status().Patch(ctx, policy, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return err
@@ -317,9 +317,14 @@ func (r *CleanupReconciler) writeReport(ctx context.Context, policy, orig client
 	t.cleaned -= f.Removed
 	t.reported -= f.Cleaned - f.Removed
 	t.failed -= f.Failed
+	t.wouldCleanEvents = 0
 	r.mu.Unlock()
 	if f.Removed > 0 {
 		r.Recorder.Eventf(policy, nil, corev1.EventTypeNormal, "Cleaned", "Cleanup", "Removed %d zombie(s) since the last report", f.Removed)
+	}
+	if reported := f.Cleaned - f.Removed; reported > 0 {
+		r.Recorder.Eventf(policy, nil, corev1.EventTypeNormal, "WouldClean", "Cleanup",
+			"Would have removed %d zombie(s) since the last report (dryRun); the audit log names each", reported)
 	}
 	return nil
 }

@@ -31,6 +31,13 @@ import (
 // remembers per zombie, some 200 bytes a record: at most 3 and 13 MiB, a
 // fraction of what the cache holds for as many zombies. Tickets need no
 // bound of their own: one per zombie waiting for a token, dropped as it goes.
+// wouldCleanEventsPerReport bounds the WouldClean events a dryRun policy
+// sends between two reports: the report's own event counts them all, and
+// the audit log names each. A restarted manager reports every dry-run
+// zombie again; one event each would cost a failover tens of thousands of
+// writes.
+const wouldCleanEventsPerReport = 10
+
 const (
 	metRecords      = 16384
 	reportedRecords = 65536
@@ -288,16 +295,22 @@ func (r *CleanupReconciler) remove(ctx context.Context, gov *arbiterv1alpha1.Cle
 		r.mu.Lock()
 		seen, _ := r.reported.Get(key)
 		first := seen != as
+		event := first && t.wouldCleanEvents < wouldCleanEventsPerReport
 		if first {
 			r.reported.Add(key, as)
 			t.reported++
+		}
+		if event {
+			t.wouldCleanEvents++
 		}
 		r.mu.Unlock()
 		if first {
 			r.audit(gov, judged, why, r.now())
 			metrics.CleanupTotal.WithLabelValues(judged.Namespace, strategy, "dryrun").Inc()
-			r.Recorder.Eventf(judged, regarding(gov), corev1.EventTypeNormal, "WouldClean", "Cleanup",
-				"Would be removed (%s) by %s, which is in dryRun", why, cleanup.KindName(gov))
+			if event {
+				r.Recorder.Eventf(judged, regarding(gov), corev1.EventTypeNormal, "WouldClean", "Cleanup",
+					"Would be removed (%s) by %s, which is in dryRun", why, cleanup.KindName(gov))
+			}
 			r.reportDue(gov)
 		}
 		return 0, nil

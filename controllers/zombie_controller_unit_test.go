@@ -694,3 +694,53 @@ func TestMetRecordsAreSharedBetweenNamespaces(t *testing.T) {
 		t.Error("a record freed was not given to the next zombie met")
 	}
 }
+
+// A dryRun policy sends at most wouldCleanEventsPerReport WouldClean
+// events between two reports, and its report's one event counts them all:
+// a restarted manager reports every dry-run zombie again, and one event
+// each would cost a failover as many writes.
+func TestWouldCleanEventsAreBoundedPerReport(t *testing.T) {
+	p := testPolicy("a", "audit", func(s *arbiterv1alpha1.CleanupPolicySpec) { s.DryRun = true })
+	r, _ := fakeCleaner(t, p)
+	rec := clientevents.NewFakeRecorder(100)
+	r.Recorder = rec
+	report := func(n int) {
+		t.Helper()
+		for i := range n {
+			if _, err := r.remove(t.Context(), p, rejected("a", fmt.Sprintf("z-%d-%d", n, i)), "test"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	events := func() (perZombie int, onPolicy []string) {
+		for {
+			select {
+			case e := <-rec.Events:
+				switch {
+				case strings.Contains(e, "Would have removed"):
+					onPolicy = append(onPolicy, e)
+				case strings.Contains(e, "WouldClean"):
+					perZombie++
+				}
+			default:
+				return perZombie, onPolicy
+			}
+		}
+	}
+	report(25)
+	if n, _ := events(); n != wouldCleanEventsPerReport {
+		t.Fatalf("%d WouldClean events for 25 zombies, want %d", n, wouldCleanEventsPerReport)
+	}
+	orig := p.DeepCopy()
+	tr, f := r.figures(p, time.Now())
+	if err := r.writeReport(t.Context(), p, orig, tr, f); err != nil {
+		t.Fatal(err)
+	}
+	if _, onPolicy := events(); len(onPolicy) != 1 || !strings.Contains(onPolicy[0], "Would have removed 25 zombie(s)") {
+		t.Fatalf("the report's events %q, want one counting 25", onPolicy)
+	}
+	report(3)
+	if n, _ := events(); n != 3 {
+		t.Fatalf("%d WouldClean events after the report, want 3", n)
+	}
+}
