@@ -171,6 +171,11 @@ func (r *CleanupReconciler) overHistory(ctx context.Context, key string, gov *ar
 	}
 	th.walk.Lock()
 	defer th.walk.Unlock()
+	if r.history.target(key, false) != th {
+		// Evicted while this worker waited: changes since bump a target
+		// kept anew, not this one. Walk now, keep nothing.
+		th = r.history.target(key, true)
+	}
 	o, version := kept()
 	if o != nil {
 		return th, o, nil
@@ -189,6 +194,14 @@ func (r *CleanupReconciler) overHistory(ctx context.Context, key string, gov *ar
 	th.mu.Lock()
 	defer th.mu.Unlock()
 	if th.version == version {
+		// Findings made with other candidates are no one's any more (a
+		// policy changed since): kept, they would grow with every policy
+		// renamed, and foresee removals for policies that no longer govern.
+		for k, old := range th.byPolicy {
+			if old.cands != cands {
+				delete(th.byPolicy, k)
+			}
+		}
 		th.byPolicy[pk] = o
 	}
 	// Stale or not, the finding is as fresh as a walk made now.
@@ -227,6 +240,14 @@ func (r *CleanupReconciler) enforceHistory(ctx context.Context, gov *arbiterv1al
 				th.mu.Unlock()
 				return 0, nil
 			default:
+				// A change the cache showed before the watch's predicate
+				// marked the finding stale: checked as late as can be.
+				th.mu.Lock()
+				stale := o.version != th.version
+				th.mu.Unlock()
+				if stale {
+					return 0, nil
+				}
 				wait, err := r.remove(ctx, gov, z, why)
 				if err != nil || wait > 0 {
 					return wait, err

@@ -520,3 +520,104 @@ func TestHistoryLimitWalksATargetOnceWhenWorkersJudgeTogether(t *testing.T) {
 		t.Errorf("%d zombies left, want the 100 newest", len(got))
 	}
 }
+
+func expectLeft(t *testing.T, cache *operationCache, want ...string) {
+	t.Helper()
+	if got := cache.names(); !slices.Equal(got, want) {
+		t.Errorf("zombies left: %v, want %v", got, want)
+	}
+}
+
+// A finding of a policy that no longer governs must not foresee a
+// deletion for the policy that does: a zombie deleted by someone else
+// makes the current finding stale, and the limit keeps what it now keeps.
+func TestAFindingOfAPolicyGoneForeseesNothing(t *testing.T) {
+	var zombies []*arbiterv1alpha1.ConflictResolutionOperation
+	for i := range 6 {
+		zombies = append(zombies, historyZombie("t", fmt.Sprint("z-", i), "cm", time.Duration(6-i)*time.Minute))
+	}
+	a := historyPolicy("t", "a", 1)
+	a.Spec.MaxDeletionsPerSecond = 1
+	a.CreationTimestamp = metav1.NewTime(time.Now().Add(-time.Hour))
+	b := historyPolicy("t", "b", 3)
+	b.Spec.MaxDeletionsPerSecond = 1
+	b.CreationTimestamp = metav1.NewTime(time.Now())
+	r, cache, c := historyCleaner(t, zombies, a, b)
+	clk := clocktesting.NewFakeClock(time.Now())
+	r.Clock = clk
+	judgeAll(t, r, zombies)
+	expectLeft(t, cache, "z-1", "z-2", "z-3", "z-4", "z-5")
+	// Policy a deleted: b governs, limit 3.
+	if err := c.Delete(t.Context(), a); err != nil {
+		t.Fatal(err)
+	}
+	r.governorCache.policiesChanged("t")
+	judgeAll(t, r, zombies[1:])
+	expectLeft(t, cache, "z-2", "z-3", "z-4", "z-5")
+	// A user deletes z-4 (listed only in a's stale finding): 3 left, the limit.
+	cache.remove(client.ObjectKeyFromObject(zombies[4]))
+	clk.Step(2 * time.Second)
+	judgeAll(t, r, []*arbiterv1alpha1.ConflictResolutionOperation{zombies[2], zombies[3], zombies[5]})
+	expectLeft(t, cache, "z-2", "z-3", "z-5")
+}
+
+// Findings of policies that no longer govern a target go: a tenant
+// renaming its policies does not grow what is kept of a target.
+func TestFindingsOfPoliciesGoneAreDropped(t *testing.T) {
+	zombies := []*arbiterv1alpha1.ConflictResolutionOperation{
+		historyZombie("t", "z-0", "cm", 2*time.Minute), historyZombie("t", "z-1", "cm", time.Minute)}
+	p0 := historyPolicy("t", "p-0", 0)
+	p0.Spec.DryRun = true
+	r, _, c := historyCleaner(t, zombies, p0)
+	prev := client.Object(p0)
+	for i := 1; i <= 200; i++ {
+		if err := c.Delete(t.Context(), prev); err != nil {
+			t.Fatal(err)
+		}
+		p := historyPolicy("t", fmt.Sprint("p-", i), 0)
+		p.Spec.DryRun = true
+		if err := c.Create(t.Context(), p); err != nil {
+			t.Fatal(err)
+		}
+		prev = p
+		r.governorCache.policiesChanged("t")
+		judgeAll(t, r, zombies)
+	}
+	th := r.history.target(registry.KeyOf("t", zombies[0].Spec.Targets[0]), false)
+	th.mu.Lock()
+	n := len(th.byPolicy)
+	th.mu.Unlock()
+	if n > 1 {
+		t.Errorf("one target holds %d findings after 200 policy renames, one policy governs it", n)
+	}
+}
+
+// A met zombie whose policy turns Deferred drops its met record at once,
+// rather than hold a share of the records for the new retention.
+func TestAMetRecordGoesWhenItsPolicyIsNoLongerLazy(t *testing.T) {
+	z := historyZombie("t", "z", "cm", 2*time.Hour)
+	lazy := testPolicy("t", "p", func(s *arbiterv1alpha1.CleanupPolicySpec) {
+		s.Strategy = arbiterv1alpha1.CleanupLazy
+		s.Retention = &metav1.Duration{Duration: time.Hour}
+		s.MaxDeletionsPerSecond = 1
+	})
+	r, _, c := historyCleaner(t, []*arbiterv1alpha1.ConflictResolutionOperation{z}, lazy)
+	// Met due, as enqueueMet records it; the worker has not reached it yet.
+	r.met.Add(client.ObjectKeyFromObject(z), z.UID, time.Now())
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(lazy), lazy); err != nil {
+		t.Fatal(err)
+	}
+	lazy.Spec.Strategy = arbiterv1alpha1.CleanupDeferred
+	lazy.Spec.Retention = &metav1.Duration{Duration: 365 * 24 * time.Hour}
+	if err := c.Update(t.Context(), lazy); err != nil {
+		t.Fatal(err)
+	}
+	r.governorCache.policiesChanged("t")
+	res, err := r.reconcileZombie(t.Context(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(z)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := r.met.Len(); n != 0 {
+		t.Errorf("%d met records left after the zombie left Lazy governance (requeue in %s)", n, res.RequeueAfter)
+	}
+}

@@ -207,6 +207,10 @@ func (r *CleanupReconciler) dispose(ctx context.Context, gov *arbiterv1alpha1.Cl
 		}
 		why += ", met on its target"
 	case !v.Due(now):
+		// Not Lazy (any more): a meeting recorded before its policy changed
+		// must neither hold a share of the met records for the retention,
+		// nor count if the policy becomes Lazy again.
+		r.met.Remove(key)
 		return v.At.Sub(now), nil
 	}
 	wait, err := r.remove(ctx, gov, op, why)
