@@ -74,6 +74,11 @@ type CleanupReconciler struct {
 	// unanswered are the deletes whose answer was lost (see remove), by
 	// zombie, until the next look tells whether they landed; bounded.
 	unanswered *lru.Cache
+	// historyTurns carries the zombies over a historyLimit whose deletion
+	// token was just reserved by another zombie's judgement, to the zombie
+	// controller's queue: each waits for its own token, rather than every
+	// zombie of the target for each one.
+	historyTurns chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]
 	// meetings carries the operations arbiter meets, to the zombie
 	// controller's queue.
 	meetings chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]
@@ -157,6 +162,7 @@ func newCleanupReconciler(c client.Client, rec recorder.EventRecorder, workers i
 		reported:          lru.New(reportedRecords),
 		unanswered:        lru.New(unansweredRecords),
 		meetings:          make(chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation], 4096),
+		historyTurns:      make(chan event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation], 4096),
 		reportsDue:        make(chan event.TypedGenericEvent[*arbiterv1alpha1.CleanupPolicy], 1024),
 		clusterReportsDue: make(chan event.TypedGenericEvent[*arbiterv1alpha1.ClusterCleanupPolicy], 1024),
 	}

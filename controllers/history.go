@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/lru"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
@@ -248,9 +249,10 @@ func (r *CleanupReconciler) enforceHistory(ctx context.Context, gov *arbiterv1al
 				if stale {
 					return 0, nil
 				}
+				holds := r.holdsTicket(z)
 				wait, err := r.remove(ctx, gov, z, why)
 				if err != nil || wait > 0 {
-					return wait, err
+					return r.turnOf(op, z, holds, wait), err
 				}
 			}
 			th.mu.Lock()
@@ -259,4 +261,33 @@ func (r *CleanupReconciler) enforceHistory(ctx context.Context, gov *arbiterv1al
 		}
 	}
 	return 0, nil
+}
+
+// holdsTicket says whether z already waits for a deletion token.
+func (r *CleanupReconciler) holdsTicket(z *arbiterv1alpha1.ConflictResolutionOperation) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.tickets[client.ObjectKeyFromObject(z)]
+	return ok
+}
+
+// turnOf says how long op's judgement waits when zombie z, next over the
+// limit, waits wait for its deletion token. When z is another zombie, its
+// own judgement is queued for its token, once, when the token was just
+// reserved for it: then op need not come back, and a target's N zombies
+// over the limit cost a judgement or two per token, not N. When the queue
+// is full, op comes back itself, as before.
+func (r *CleanupReconciler) turnOf(op, z *arbiterv1alpha1.ConflictResolutionOperation, held bool, wait time.Duration) time.Duration {
+	if wait == 0 || z.UID == op.UID {
+		return wait
+	}
+	if held {
+		return 0 // z's own judgement is queued for its token already
+	}
+	select {
+	case r.historyTurns <- event.TypedGenericEvent[*arbiterv1alpha1.ConflictResolutionOperation]{Object: z}:
+		return 0
+	default:
+		return wait
+	}
 }

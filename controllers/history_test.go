@@ -621,3 +621,63 @@ func TestAMetRecordGoesWhenItsPolicyIsNoLongerLazy(t *testing.T) {
 		t.Errorf("%d met records left after the zombie left Lazy governance (requeue in %s)", n, res.RequeueAfter)
 	}
 }
+
+// While deletion tokens are scarce, a target's zombies over the limit wait
+// each for its own token: the queue is driven here as the controller's is
+// (requeues at their time, turns handed over at once), and clearing 190
+// zombies at 1 deletion/s costs a few judgements per removal, not one per
+// zombie still over the limit at each token.
+func TestHistoryLimitWaitsForTokensWithoutAHerd(t *testing.T) {
+	const n, limit = 200, 10
+	var zombies []*arbiterv1alpha1.ConflictResolutionOperation
+	for i := range n {
+		zombies = append(zombies, historyZombie("t", fmt.Sprintf("z-%04d", i), "cm", time.Duration(n-i)*time.Second))
+	}
+	p := historyPolicy("t", "history", limit)
+	p.Spec.MaxDeletionsPerSecond = 1
+	r, cache, _ := historyCleaner(t, zombies, p)
+	start := time.Now()
+	clk := clocktesting.NewFakeClock(start)
+	r.Clock = clk
+	type due struct {
+		at  time.Time
+		key types.NamespacedName
+	}
+	// As the controller's queue: an item added now while it waits for a
+	// later requeue is handled now, and again then.
+	var queue []due
+	push := func(at time.Time, key types.NamespacedName) { queue = append(queue, due{at, key}) }
+	for _, z := range zombies {
+		push(clk.Now(), client.ObjectKeyFromObject(z))
+	}
+	judgements := 0
+	for len(queue) > 0 && judgements < 20*n {
+		slices.SortStableFunc(queue, func(a, b due) int { return a.at.Compare(b.at) })
+		next := queue[0]
+		if next.at.Sub(start) > time.Hour {
+			break // the rest wait for their day's retention
+		}
+		queue = queue[1:]
+		if next.at.After(clk.Now()) {
+			clk.SetTime(next.at)
+		}
+		res, err := r.reconcileZombie(t.Context(), reconcile.Request{NamespacedName: next.key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		judgements++
+		if res.RequeueAfter > 0 {
+			push(clk.Now().Add(res.RequeueAfter), next.key)
+		}
+		for len(r.historyTurns) > 0 {
+			push(clk.Now(), client.ObjectKeyFromObject((<-r.historyTurns).Object))
+		}
+	}
+	if left := len(cache.names()); left != limit {
+		t.Fatalf("%d zombies left after %d judgements, want the newest %d", left, judgements, limit)
+	}
+	if judgements > 5*n {
+		t.Fatalf("clearing %d zombies over the limit took %d judgements, want at most %d", n-limit, judgements, 5*n)
+	}
+	t.Logf("%d judgements to clear %d zombies over the limit at 1 deletion/s", judgements, n-limit)
+}

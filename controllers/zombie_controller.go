@@ -63,6 +63,7 @@ func (r *CleanupReconciler) setupZombies(mgr ctrl.Manager) error {
 		WatchesRawSource(source.Channel(r.meetings, handler.TypedFuncs[*arbiterv1alpha1.ConflictResolutionOperation, reconcile.Request]{
 			GenericFunc: r.enqueueMet,
 		})).
+		WatchesRawSource(source.Channel(r.historyTurns, &handler.TypedEnqueueRequestForObject[*arbiterv1alpha1.ConflictResolutionOperation]{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers, RateLimiter: retryLimiter()}).
 		Complete(reconcile.Func(r.reconcileZombie))
 }
