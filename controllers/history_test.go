@@ -201,6 +201,16 @@ func historyZombie(ns, name, target string, age time.Duration) *arbiterv1alpha1.
 	return op
 }
 
+// oldestFirst is n zombies on ConfigMap cm of namespace t, z-0 the oldest,
+// each step younger than the last; format numbers their names.
+func oldestFirst(n int, format string, step time.Duration) []*arbiterv1alpha1.ConflictResolutionOperation {
+	var zombies []*arbiterv1alpha1.ConflictResolutionOperation
+	for i := range n {
+		zombies = append(zombies, historyZombie("t", "z-"+fmt.Sprintf(format, i), "cm", time.Duration(n-i)*step))
+	}
+	return zombies
+}
+
 // historyPolicy keeps zombies a day and at most limit per target.
 func historyPolicy(ns, name string, limit int32) *arbiterv1alpha1.CleanupPolicy {
 	return testPolicy(ns, name, func(s *arbiterv1alpha1.CleanupPolicySpec) {
@@ -330,10 +340,7 @@ func TestHistoryLimitWalksATargetOncePerChange(t *testing.T) {
 // next judgement walk again, so that no zombie goes that the limit keeps
 // by then.
 func TestHistoryFindingFollowsChangesOnItsTarget(t *testing.T) {
-	var zombies []*arbiterv1alpha1.ConflictResolutionOperation
-	for i := range 6 {
-		zombies = append(zombies, historyZombie("t", fmt.Sprint("z-", i), "cm", time.Duration(6-i)*time.Minute))
-	}
+	zombies := oldestFirst(6, "%d", time.Minute)
 	p := historyPolicy("t", "history", 3)
 	p.Spec.MaxDeletionsPerSecond = 1
 	r, cache, _ := historyCleaner(t, zombies, p)
@@ -532,10 +539,7 @@ func expectLeft(t *testing.T, cache *operationCache, want ...string) {
 // deletion for the policy that does: a zombie deleted by someone else
 // makes the current finding stale, and the limit keeps what it now keeps.
 func TestAFindingOfAPolicyGoneForeseesNothing(t *testing.T) {
-	var zombies []*arbiterv1alpha1.ConflictResolutionOperation
-	for i := range 6 {
-		zombies = append(zombies, historyZombie("t", fmt.Sprint("z-", i), "cm", time.Duration(6-i)*time.Minute))
-	}
+	zombies := oldestFirst(6, "%d", time.Minute)
 	a := historyPolicy("t", "a", 1)
 	a.Spec.MaxDeletionsPerSecond = 1
 	a.CreationTimestamp = metav1.NewTime(time.Now().Add(-time.Hour))
@@ -629,10 +633,7 @@ func TestAMetRecordGoesWhenItsPolicyIsNoLongerLazy(t *testing.T) {
 // zombie still over the limit at each token.
 func TestHistoryLimitWaitsForTokensWithoutAHerd(t *testing.T) {
 	const n, limit = 200, 10
-	var zombies []*arbiterv1alpha1.ConflictResolutionOperation
-	for i := range n {
-		zombies = append(zombies, historyZombie("t", fmt.Sprintf("z-%04d", i), "cm", time.Duration(n-i)*time.Second))
-	}
+	zombies := oldestFirst(n, "%04d", time.Second)
 	p := historyPolicy("t", "history", limit)
 	p.Spec.MaxDeletionsPerSecond = 1
 	r, cache, _ := historyCleaner(t, zombies, p)
