@@ -110,9 +110,9 @@ type policyTracker struct {
 	limiter   *rate.Limiter
 	outcomes  cleanup.Outcomes
 	latencies cleanup.Latencies
-	// cleaned counts removals and reported dry-run reports, not yet in
-	// status: a policy switched out of dryRun must not announce as removed
-	// what it only reported.
+	// cleaned counts the removals and reported the dry-run reports not yet
+	// in status, apart: a policy switched out of dryRun must not announce
+	// as removed what it only reported.
 	cleaned  int64
 	reported int64
 	failed   int64

@@ -243,7 +243,7 @@ func (r *CleanupReconciler) figures(p *arbiterv1alpha1.CleanupPolicy, now time.T
 		f.NamespaceFailureRatePercent[ns] = percent
 	}
 	f.Latency = cleanup.LatencyOf(&t.latencies)
-	f.Cleaned, f.Removed, f.Failed = t.cleaned+t.reported, t.cleaned, t.failed
+	f.Removed, f.Reported, f.Failed = t.cleaned, t.reported, t.failed
 	return t, f
 }
 
@@ -315,16 +315,16 @@ func (r *CleanupReconciler) writeReport(ctx context.Context, policy, orig client
 	}
 	r.mu.Lock()
 	t.cleaned -= f.Removed
-	t.reported -= f.Cleaned - f.Removed
+	t.reported -= f.Reported
 	t.failed -= f.Failed
 	t.wouldCleanEvents = 0
 	r.mu.Unlock()
 	if f.Removed > 0 {
 		r.Recorder.Eventf(policy, nil, corev1.EventTypeNormal, "Cleaned", "Cleanup", "Removed %d zombie(s) since the last report", f.Removed)
 	}
-	if reported := f.Cleaned - f.Removed; reported > 0 {
+	if f.Reported > 0 {
 		r.Recorder.Eventf(policy, nil, corev1.EventTypeNormal, "WouldClean", "Cleanup",
-			"Would have removed %d zombie(s) since the last report (dryRun); the audit log names each", reported)
+			"Would have removed %d zombie(s) since the last report (dryRun); the audit log names each", f.Reported)
 	}
 	return nil
 }

@@ -27,10 +27,6 @@ import (
 	"github.com/arbiter-dev/arbiter/internal/registry"
 )
 
-// metRecords and reportedRecords bound what the cleanup controller
-// remembers per zombie, some 200 bytes a record: at most 3 and 13 MiB, a
-// fraction of what the cache holds for as many zombies. Tickets need no
-// bound of their own: one per zombie waiting for a token, dropped as it goes.
 // wouldCleanEventsPerReport bounds the WouldClean events a dryRun policy
 // sends between two reports: the report's own event counts them all, and
 // the audit log names each. A restarted manager reports every dry-run
@@ -38,6 +34,10 @@ import (
 // writes.
 const wouldCleanEventsPerReport = 10
 
+// metRecords and reportedRecords bound what the cleanup controller
+// remembers per zombie, some 200 bytes a record: at most 3 and 13 MiB, a
+// fraction of what the cache holds for as many zombies. Tickets need no
+// bound of their own: one per zombie waiting for a token, dropped as it goes.
 const (
 	metRecords      = 16384
 	reportedRecords = 65536
@@ -369,7 +369,11 @@ type unansweredDelete struct {
 // the API server carried it out: no answer at all, a timeout (the API
 // server may finish the request after answering), or an internal error
 // (etcd timing out after the write reached it). A 429 or 503 is answered
-// before the API server acts.
+// before the API server acts. It asks whether the write landed at all,
+// which the next look at the object settles at no cost; the executor's
+// mayBeStoredLater asks whether a write may still land after its error,
+// a wait that holds the operation, and so leaves the 500 a failing
+// admission webhook answers out.
 func writeMayHaveLanded(err error) bool {
 	if status := apierrors.APIStatus(nil); !errors.As(err, &status) {
 		return true

@@ -476,7 +476,7 @@ func TestAPolicySwitchedOutOfDryRunAnnouncesOnlyWhatItRemoved(t *testing.T) {
 	}
 	orig := p.DeepCopy()
 	tr, f := r.figures(p, time.Now())
-	p.Status.CleanedTotal += f.Cleaned
+	p.Status.CleanedTotal += f.Removed + f.Reported
 	if err := r.writeReport(t.Context(), p, orig, tr, f); err != nil {
 		t.Fatal(err)
 	}
@@ -493,8 +493,8 @@ func TestAPolicySwitchedOutOfDryRunAnnouncesOnlyWhatItRemoved(t *testing.T) {
 	if len(cleaned) != 1 || !strings.Contains(cleaned[0], "Removed 1 zombie(s)") {
 		t.Fatalf("Cleaned events %q, want one saying 1 removed", cleaned)
 	}
-	if _, f := r.figures(p, time.Now()); f.Cleaned != 0 || f.Removed != 0 {
-		t.Fatalf("after the report, %d cleaned and %d removed left to report, want none", f.Cleaned, f.Removed)
+	if _, f := r.figures(p, time.Now()); f.Reported != 0 || f.Removed != 0 {
+		t.Fatalf("after the report, %d reported and %d removed left to report, want none", f.Reported, f.Removed)
 	}
 }
 

@@ -23,10 +23,10 @@ const ReportInterval = 30 * time.Second
 // Figures is what the cleanup controller remembers of a policy's removals
 // that the cluster does not store.
 type Figures struct {
-	// Cleaned and Failed are the removals and dry-run reports, and the
-	// failed removals, since the status last recorded them; Removed is
-	// the removals alone, of Cleaned.
-	Cleaned, Removed, Failed int64
+	// Removed, Reported and Failed are the removals, the dry-run reports
+	// and the failed removals since the status last recorded them;
+	// cleanedTotal counts the first two.
+	Removed, Reported, Failed int64
 	// FailureRatePercent is over FailureWindow (see Outcomes).
 	FailureRatePercent int32
 	// NamespaceFailureRatePercent is a ClusterCleanupPolicy's failure rate
@@ -177,7 +177,7 @@ func assess(spec *arbiterv1alpha1.CleanupPolicySpec, generation int64, old *arbi
 	s.Zombies = int32(obs.Zombies)
 	s.HeldZombies = int32(obs.Held())
 	s.OldestZombieAgeSeconds = int64(obs.OldestZombieAge.Seconds())
-	s.CleanedTotal += f.Cleaned
+	s.CleanedTotal += f.Removed + f.Reported
 	s.CleanupFailuresTotal += f.Failed
 	s.CleanupFailureRatePercent = obs.FailureRatePercent
 	if f.Latency != nil {

@@ -111,7 +111,7 @@ func TestPolicyReport(t *testing.T) {
 		p.Status.CleanedTotal, p.Status.CleanupFailuresTotal = 10, 1
 		lat := &arbiterv1alpha1.CleanupLatency{P50: &metav1.Duration{Duration: time.Second}, P99: &metav1.Duration{Duration: 2 * time.Second}}
 		p.Status.CleanupLatency = lat
-		s := reportOn(p, policies, nil, Figures{Cleaned: 5, Failed: 2}, now).Status
+		s := reportOn(p, policies, nil, Figures{Removed: 5, Failed: 2}, now).Status
 		if s.CleanedTotal != 15 || s.CleanupFailuresTotal != 3 || s.CleanupLatency == nil || *s.CleanupLatency.P99 != *lat.P99 {
 			t.Errorf("totals %d/%d latency %v, want 15/3 and the recorded latency", s.CleanedTotal, s.CleanupFailuresTotal, s.CleanupLatency)
 		}
@@ -129,7 +129,7 @@ func TestPolicyReport(t *testing.T) {
 		if rep := reportOn(p, policies, nil, Figures{}, now); rep.Changed || !rep.Status.LastSweepTime.Equal(&sweptAt) {
 			t.Errorf("an unchanged report is to be written: %v, sweep %v", rep.Changed, rep.Status.LastSweepTime)
 		}
-		rep := reportOn(p, policies, nil, Figures{Cleaned: 1}, now)
+		rep := reportOn(p, policies, nil, Figures{Removed: 1}, now)
 		if !rep.Changed || !rep.Status.LastSweepTime.Time.Equal(now) {
 			t.Errorf("a changed report: written %v, sweep %v, want true at %v", rep.Changed, rep.Status.LastSweepTime, now)
 		}
